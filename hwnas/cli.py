@@ -1,0 +1,230 @@
+"""The ``hwnas`` command line: one handler per subcommand, ``main(argv) -> int`` for tests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from hwnas import __version__
+from hwnas.errors import HwnasError, UsageError
+from hwnas.units import parse_latency_ms
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a one-line :class:`UsageError` instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see '{self.prog} --help'")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"invalid count {text!r}; write a positive whole number, e.g. 100") from None
+    if value < 1:
+        raise UsageError(f"invalid count {text!r}: it must be at least 1, e.g. 100")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"invalid integer {text!r}, e.g. 0") from None
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- handlers ---------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> int:
+    from hwnas.search import Search, SearchConfig
+
+    config = SearchConfig(
+        space=args.space, dataset=args.dataset, device=args.device, latency_ms=args.latency, trials=args.trials,
+        strategy=args.strategy, seed=args.seed, evaluator=args.evaluator, out=args.out or "",
+        storage=args.storage or "", study=args.study or "", export=not args.no_export,
+    )
+    search = Search(config, log=(lambda s: None) if args.quiet else _err)
+    report = search.run()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_summary(report, search.out)
+    return 0
+
+
+def _print_summary(report: dict[str, Any], out: Any) -> None:
+    t = report["trials"]
+    print(f"\n{report['space']} on {report['device']} under {report['latency_budget_ms']:g} ms: "
+          f"{t['complete']} trials ({t['feasible']} feasible, {t['reused']} reused), {report['wall_time_s']} s")
+    print(f"best: {report['arch']}")
+    line = f"  accuracy {report['accuracy']:.2f} % ({report['accuracy_source']})"
+    if report.get("test_accuracy") is not None:
+        line += f", test {report['test_accuracy']:.2f} %"
+    print(line)
+    print(f"  latency  {report['latency_ms']:.4g} ms ({report['latency_source']}), {report['flops_m']:.1f} M FLOPs, {report['params_m']:.3f} M params")
+    ex = report.get("export")
+    if ex:
+        measured = ex["measured_latency_ms"]
+        m = f"re-measured {measured:.4g} ms ({ex['predicted_vs_measured_pct']:+.1f} % predicted vs measured)" if measured is not None else ex.get("not_measured_because", "")
+        print(f"  exported {ex['path']}: {ex['checker']}, parity {ex['parity_max_abs_diff']:.1e}, {m}")
+    print(f"front: {len(report['front'])} architectures in {out}/front.csv; report in {out}/report.json")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwnas.device import get_device
+    from hwnas.export import export_verified
+    from hwnas.spaces import get_space
+    from hwnas.spaces.nb201 import parse_arch
+
+    meta: dict[str, Any] = {}
+    if args.run is not None:
+        space_name, arch_text, meta = _arch_from_run(Path(args.run), args.trial)
+    elif args.arch is not None:
+        space_name, arch_text = args.space, args.arch
+    else:
+        raise UsageError("say what to export: --arch '<arch string>' (with --space), or --run DIR [--trial N]")
+    space = get_space(space_name)
+    arch = parse_arch(space, arch_text)
+    device = get_device(args.device) if args.device else None
+    out = Path(args.out)
+    result = export_verified(space, arch, out, device=device, metadata=meta, seed=args.seed)
+    d = result.as_dict()
+    if args.json:
+        print(json.dumps({"space": space.name, "arch": space.to_string(arch), **d}, indent=2, default=str))
+    else:
+        m = f", measured {d['measured_latency_ms']:.4g} ms on {d['measured_on']}" if d["measured_latency_ms"] is not None else ""
+        print(f"{out}: {space.to_string(arch)}\n  {d['checker']}, ORT vs PyTorch max |diff| {d['parity_max_abs_diff']:.1e}, opset {d['opset']}, {d['exporter']} exporter{m}\n  weights: {d['weights']}")
+    return 0
+
+
+def _arch_from_run(run: Any, trial: int | None) -> tuple[str, str, dict[str, Any]]:
+    report_path = run / "report.json"
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise UsageError(f"{report_path} is missing or unreadable; --run takes a folder written by 'hwnas search'") from None
+    if trial is None:
+        if not report.get("best"):
+            raise UsageError(f"run {run} has no feasible best trial; name one with --trial N")
+        best = report["best"]
+        return report["space"], best["arch"], {k: best.get(k) for k in ("trial", "accuracy", "latency_ms", "latency_source")}
+    from hwnas.search import Search, SearchConfig
+
+    cfg = json.loads((run / "config.json").read_text())
+    search = Search(SearchConfig(**cfg))
+    study = search._study()
+    numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if trial not in numbers:
+        raise UsageError(f"run {run} has no trial {trial}; valid: 0..{max(numbers, default=-1)}")
+    t = numbers[trial]
+    return report["space"], t.user_attrs["arch"], {"trial": trial, "latency_ms": t.user_attrs.get("latency_ms"), "accuracy": t.user_attrs.get("accuracy")}
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from hwnas.device import get_device, list_devices
+
+    rows = [get_device(n) for n in list_devices()]
+    if args.json:
+        print(json.dumps([{"name": d.name, "kind": d.kind, "spaces": d.spaces_text(), "description": d.description} for d in rows], indent=2))
+        return 0
+    print(f"{'device':<16} {'latency from':<22} {'spaces':<16} description")
+    for d in rows:
+        source = f"measured ({d.provider.replace('ExecutionProvider', '')})" if d.kind == "onnxruntime" else (
+            "table (estimated)" if any(t.estimated for t in d.tables.values()) else "table (measured)")
+        print(f"{d.name:<16} {source:<22} {d.spaces_text():<16} {d.description}")
+    return 0
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from hwnas.spaces import SPACES
+
+    for name in SPACES:
+        s = SPACES.get(name)
+        print(f"{name:<8} {len(s.dimensions()):>3} dimensions, {s.size():.3g} points  {s.description}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hwnas", description="Hardware-aware neural architecture search: the most accurate network that meets a latency budget on your device.")
+    p.add_argument("--version", action="version", version=f"hwnas {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("search", help="search the accuracy/latency Pareto front and export the best feasible network")
+    s.add_argument("--space", default="nb201", help="search space (see 'hwnas spaces'; default nb201)")
+    s.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet16-120"], help="nb201 benchmark dataset (default cifar10)")
+    s.add_argument("--device", default="cpu", help="latency target (see 'hwnas devices'; default cpu)")
+    s.add_argument("--latency", type=parse_latency_ms, default=parse_latency_ms("20ms"), metavar="T", help="latency budget with unit, e.g. 20ms, 500us (default 20ms)")
+    s.add_argument("--trials", type=_positive_int, default=100, help="trial budget, counting trials already in the study (default 100)")
+    s.add_argument("--strategy", default="tpe", help="random | tpe (default tpe)")
+    s.add_argument("--evaluator", default="table", help="accuracy evaluator (default table)")
+    s.add_argument("--seed", type=_int, default=0)
+    s.add_argument("--out", help="run folder (default hwnas-runs/<space>-<device>-<latency>-<strategy>-seed<seed>); rerun to resume")
+    s.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///runs/study.db or postgresql://... (default: a journal file in the run folder)")
+    s.add_argument("--study", help="study name in the storage (default hwnas)")
+    s.add_argument("--no-export", action="store_true", help="skip exporting best.onnx")
+    s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    s.add_argument("--quiet", "-q", action="store_true", help="no per-trial progress on stderr")
+    s.set_defaults(handler=cmd_search)
+
+    e = sub.add_parser("export", help="export an architecture or a run's trial to a verified ONNX model")
+    e.add_argument("--space", default="nb201")
+    e.add_argument("--arch", help="architecture string (nb201: '|op~0|+|op~0|op~1|+|...|' or an index)")
+    e.add_argument("--run", help="a run folder of 'hwnas search'")
+    e.add_argument("--trial", type=_int, help="trial number in --run (default: the run's best)")
+    e.add_argument("--device", help="re-measure on this device (default: none)")
+    e.add_argument("--out", default="model.onnx")
+    e.add_argument("--seed", type=_int, default=0, help="weight initialisation seed")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(handler=cmd_export)
+
+    d = sub.add_parser("devices", help="list latency targets")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(handler=cmd_devices)
+
+    sp = sub.add_parser("spaces", help="list search spaces")
+    sp.set_defaults(handler=cmd_spaces)
+    return p
+
+
+def _validate_names(args: argparse.Namespace) -> None:
+    """Check registry names up front so a typo fails before any work starts."""
+    from hwnas.evaluate import EVALUATORS
+    from hwnas.spaces import SPACES
+    from hwnas.strategies import STRATEGIES
+
+    if getattr(args, "space", None) is not None:
+        SPACES.get(args.space)
+    if args.command == "search":
+        STRATEGIES.get(args.strategy)
+        EVALUATORS.get(args.evaluator)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        _validate_names(args)
+        return int(args.handler(args))
+    except HwnasError as exc:
+        _err(f"hwnas: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("hwnas: interrupted; completed trials are kept in the study, rerun the same command to resume")
+        return 130
+
+
+def run() -> NoReturn:
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Cheap costs of a candidate, computed before any accuracy is spent: latency, FLOPs, parameters."""

@@ -1,0 +1,100 @@
+"""Torch -> ONNX conversion and ONNX Runtime sessions, shared by measurement and export."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from hwnas.errors import UsageError
+
+if TYPE_CHECKING:
+    import onnxruntime
+    import torch
+
+#: Pinned opset of every model hwnas writes (both exporters support it).
+OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+EXPORTERS = ("dynamo", "torchscript")
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Silence the exporters' deprecation warnings and torchvision-missing log lines."""
+    names = ["torch.onnx._internal.exporter._registration", "torch.onnx"]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def to_onnx_bytes(model: torch.nn.Module, input_shape: tuple[int, ...], *, exporter: str = "dynamo", opset: int = OPSET) -> bytes:
+    """Export ``model`` (put in eval mode) to a self-contained ONNX model with a dynamic batch axis.
+
+    Args:
+        model: the network; its forward takes one (N, C, H, W) tensor.
+        input_shape: (C, H, W) of one input.
+        exporter: ``"dynamo"`` (torch's default, needs onnxscript; about 4 s for an NB201
+            network) or ``"torchscript"`` (the legacy tracer, about 20x faster, used for
+            candidates whose latency is measured during a search).
+        opset: the ONNX opset, pinned.
+    """
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    model.eval()
+    x = torch.randn(1, *input_shape)
+    with _quiet_export(), torch.no_grad():
+        if exporter == "dynamo":
+            program = torch.onnx.export(
+                model, (x,), None, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                external_data=False, verbose=False,
+            )
+            assert program is not None
+            return program.model_proto.SerializeToString()
+        buf = io.BytesIO()
+        torch.onnx.export(
+            model, (x,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+        return buf.getvalue()
+
+
+def make_session(model: bytes | str, *, provider: str, threads: int = 1) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session with full graph optimisation, sequential execution, ``threads`` intra-op threads.
+
+    Raises:
+        UsageError: when the execution provider is not installed.
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if provider not in available:
+        hint = " (install onnxruntime-gpu instead of onnxruntime)" if provider == "CUDAExecutionProvider" else ""
+        raise UsageError(
+            f"ONNX Runtime execution provider {provider!r} is not installed{hint}; "
+            f"available here: {', '.join(available)}; e.g. use --device cpu"
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    providers: list[Any] = [provider]
+    if provider != "CPUExecutionProvider":
+        providers.append("CPUExecutionProvider")
+    return ort.InferenceSession(model, sess_options=opts, providers=providers)

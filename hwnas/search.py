@@ -1,0 +1,390 @@
+"""One search run: an Optuna study of (accuracy max, latency min) under a latency budget.
+
+Data flow per trial: the strategy's sampler proposes an arch -> latency (measured or table)
+and FLOPs/parameters -> over budget: recorded infeasible, no accuracy spent -> else the
+evaluator's accuracy -> the trial is stored with every number's source. After the trials:
+the feasible Pareto front, the best feasible arch exported to verified ONNX, a report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hwnas.cost.latency import LatencyModel, latency_model_for
+from hwnas.device import Device, get_device
+from hwnas.errors import InfeasibleError, UsageError
+from hwnas.evaluate import Evaluator, make_evaluator
+from hwnas.pareto import is_non_dominated
+from hwnas.spaces import Arch, SearchSpace
+from hwnas.spaces.nb201 import NB201Space
+from hwnas.strategies import STRATEGIES, make_sampler
+from hwnas.units import format_ms
+
+if TYPE_CHECKING:
+    import optuna
+
+#: Settings that define a study: resuming with a different value would mix incomparable trials.
+IDENTITY_KEYS = ("space", "dataset", "device", "latency_ms", "evaluator")
+DIRECTIONS = ("maximize", "minimize")  # accuracy %, latency ms
+#: Accuracy recorded for an over-budget trial, whose accuracy is never evaluated (see accuracy_source).
+NOT_EVALUATED = 0.0
+
+
+@dataclass
+class SearchConfig:
+    """Resolved settings of one run; written to ``config.json``."""
+
+    space: str = "nb201"
+    dataset: str = "cifar10"
+    device: str = "cpu"
+    latency_ms: float = 20.0
+    trials: int = 100
+    strategy: str = "tpe"
+    seed: int = 0
+    evaluator: str = "table"
+    out: str = ""
+    storage: str = ""
+    study: str = ""
+    export: bool = True
+
+    def default_out(self) -> str:
+        return str(Path("hwnas-runs") / f"{self.space}-{self.device}-{format_ms(self.latency_ms)}-{self.strategy}-seed{self.seed}")
+
+    def identity(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in IDENTITY_KEYS}
+
+
+@dataclass
+class TrialRecord:
+    """What one completed trial says, read back from the study."""
+
+    number: int
+    arch: str
+    accuracy: float | None
+    latency_ms: float
+    feasible: bool
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def build_space(config: SearchConfig) -> SearchSpace:
+    from hwnas.spaces import get_space
+
+    space = get_space(config.space)
+    if isinstance(space, NB201Space) and config.dataset != space.dataset:
+        space = NB201Space(dataset=config.dataset)
+    return space
+
+
+class Search:
+    """Runs (or resumes) the study of one :class:`SearchConfig`."""
+
+    def __init__(self, config: SearchConfig, *, log: Callable[[str], None] = lambda s: None) -> None:
+        if config.trials < 1:
+            raise UsageError(f"--trials must be >= 1, got {config.trials}; e.g. --trials 100")
+        if config.strategy not in STRATEGIES:
+            STRATEGIES.get(config.strategy)  # raises with the valid names
+        self.config = config
+        self.log = log
+        self.space = build_space(config)
+        self.device: Device = get_device(config.device)
+        self.latency_model: LatencyModel = latency_model_for(self.device, self.space)
+        self.evaluator: Evaluator = make_evaluator(config.evaluator, self.space)
+        config.out = config.out or config.default_out()
+        self.out = Path(config.out)
+        config.storage = config.storage or f"journal:{self.out / 'study.journal'}"
+        config.study = config.study or "hwnas"
+        self._seen: dict[str, optuna.trial.FrozenTrial] = {}
+        self._best: tuple[float, float, int] | None = None
+
+    # -- run directory and study ---------------------------------------------
+    def _prepare_out(self) -> None:
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file, not a folder; pick a new folder, e.g. --out runs/exp1")
+        if out.is_dir():
+            cfg = out / "config.json"
+            if not cfg.exists() and any(out.iterdir()):
+                raise UsageError(f"--out {out} is not empty and holds no hwnas run; pick a new or empty folder")
+            if cfg.exists():
+                try:
+                    old = json.loads(cfg.read_text())
+                except (OSError, json.JSONDecodeError):
+                    raise UsageError(f"{cfg} is unreadable; pick a new --out folder") from None
+                diff = {k: (old.get(k), v) for k, v in self.config.identity().items() if old.get(k) != v}
+                if diff:
+                    k, (was, now) = next(iter(diff.items()))
+                    raise UsageError(f"{out} holds a run with {k}={was!r}, not {now!r}; rerun with the same settings to resume, or pick another --out")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"cannot write to --out {out}: {exc.strerror}; pick a writable folder") from None
+
+    def _storage(self) -> Any:
+        import optuna
+
+        url = self.config.storage
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        try:
+            return optuna.storages.get_storage(url)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many types; all mean "cannot use this URL"
+            raise UsageError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}; e.g. --storage sqlite:///runs/study.db") from None
+
+    def _study(self) -> optuna.Study:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = self._storage()
+        study = optuna.create_study(storage=storage, study_name=self.config.study, directions=list(DIRECTIONS), load_if_exists=True)
+        ident = self.config.identity()
+        old = study.user_attrs.get("hwnas")
+        if old is None:
+            study.set_user_attr("hwnas", ident)
+        elif old != ident:
+            k = next(k for k in ident if old.get(k) != ident[k])
+            raise UsageError(f"study {self.config.study!r} was created with {k}={old.get(k)!r}, not {ident[k]!r}; use the same settings to resume or another --study")
+        return study
+
+    # -- one trial ------------------------------------------------------------
+    def _objective(self, trial: optuna.Trial) -> tuple[float, float]:
+        arch = self.space.canonical({d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in self.space.dimensions()})
+        text = self.space.to_string(arch)
+        trial.set_user_attr("arch", text)
+        budget = self.config.latency_ms
+        prior = self._seen.get(self.space.key(arch))
+        if prior is not None:
+            # The same network was already evaluated in this study: reuse its numbers, don't pay twice.
+            old = prior
+            for key, value in old.user_attrs.items():
+                trial.set_user_attr(key, value)
+            trial.set_user_attr("reused_from_trial", prior.number)
+            trial.set_user_attr("arch", text)
+            latency = float(old.user_attrs["latency_ms"])
+            trial.set_constraint("latency_ms", latency - budget)
+            return float(old.values[0]), latency
+        model = self.space.build(arch)
+        lat = self.latency_model.latency(arch, model)
+        trial.set_user_attr("latency_ms", lat.ms)
+        trial.set_user_attr("latency_source", lat.source)
+        for key in ("p90_ms", "iqr_ms", "repeats", "threads", "batch", "table", "index"):
+            if key in lat.details:
+                trial.set_user_attr(f"latency_{key}", lat.details[key])
+        from hwnas.cost.flops import compute_cost
+
+        cc = compute_cost(model, self.space.input_shape(arch))
+        trial.set_user_attr("flops_m", cc.flops_m)
+        trial.set_user_attr("params_m", cc.params_m)
+        trial.set_user_attr("flops_source", cc.source)
+        trial.set_constraint("latency_ms", lat.ms - budget)
+        if lat.ms > budget:
+            trial.set_user_attr("accuracy_source", "not evaluated: over the latency budget")
+            return NOT_EVALUATED, lat.ms
+        acc = self.evaluator.evaluate(arch)
+        trial.set_user_attr("accuracy", acc.value)
+        trial.set_user_attr("accuracy_source", acc.source)
+        for key, value in acc.extras.items():
+            trial.set_user_attr(key, value)
+        return acc.value, lat.ms
+
+    def _after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        import optuna
+
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            self.log(f"trial {trial.number}: {trial.state.name.lower()}")
+            return
+        arch_text = trial.user_attrs.get("arch", "?")
+        key = self.space.key(self.space.from_string(arch_text))
+        self._seen.setdefault(key, trial)
+        acc, lat = trial.values
+        feasible = lat <= self.config.latency_ms
+        if feasible and (self._best is None or (acc, -lat) > (self._best[0], -self._best[1])):
+            self._best = (acc, lat, trial.number)
+        done = self._count_complete(study)
+        best = f"best feasible {self._best[0]:.2f}% @ {self._best[1]:.3f} ms (trial {self._best[2]})" if self._best else "no feasible yet"
+        status = f"acc {acc:6.2f}%" if feasible else "over budget "
+        reused = " (reused)" if "reused_from_trial" in trial.user_attrs else ""
+        self.log(f"[{done:>4}/{self.config.trials}] trial {trial.number:>4}: {status} lat {lat:8.3f} ms {trial.user_attrs.get('latency_source', '')}{reused} | {best}")
+
+    @staticmethod
+    def _count_complete(study: optuna.Study) -> int:
+        import optuna
+
+        return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+    # -- the run ---------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        import optuna
+
+        t0 = time.perf_counter()
+        self._prepare_out()
+        (self.out / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        study = self._study()
+        self._study_ref = study
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            self._after_trial_quiet(t)
+        done = self._count_complete(study)
+        budget = self.config.latency_ms
+        if done:
+            self.log(f"resuming study {self.config.study!r} in {self.config.storage}: {done} of {self.config.trials} trials done")
+        else:
+            bound, bound_arch = self.latency_model.lower_bound()
+            self.log(f"search {self.space.name} on {self.device.name} under {format_ms(budget)}: fastest probe {self.space.to_string(bound_arch)} = {bound.ms:.3f} ms ({bound.source})")
+            if bound.ms > budget:
+                what = "the fastest architecture in the space" if bound.source.startswith("table") else "the smallest architecture of the space"
+                raise InfeasibleError(
+                    f"no {self.space.name} architecture can meet {format_ms(budget)} on {self.device.name}: "
+                    f"{what} takes {bound.ms:.4g} ms ({bound.source}); raise --latency to at least {bound.ms:.4g}ms"
+                )
+        remaining = self.config.trials - done
+        if remaining > 0:
+            # Seed from (seed, trials done) so a resumed run draws new candidates, deterministically.
+            seed = int(np.random.SeedSequence([self.config.seed, done]).generate_state(1)[0])
+            study.sampler = make_sampler(self.config.strategy, seed=seed)
+            study.optimize(
+                self._objective, n_trials=remaining, callbacks=[
+                    self._after_trial,
+                    optuna.study.MaxTrialsCallback(self.config.trials, states=(optuna.trial.TrialState.COMPLETE,)),
+                ], gc_after_trial=False,
+            )
+        report = self._report(study)
+        report["wall_time_s"] = round(time.perf_counter() - t0, 2)
+        self._write_report(report)
+        if report["best"] is None:
+            raise InfeasibleError(
+                f"none of {report['trials']['complete']} trials met {format_ms(budget)} on {self.device.name}; "
+                f"the smallest latency seen is {report['trials']['min_latency_ms']:.4g} ms; raise --latency or run more --trials "
+                f"(results kept in {self.out})"
+            )
+        if self.config.export:
+            report["export"] = self._export(report["best"])
+            report["measured_latency_ms"] = report["export"]["measured_latency_ms"]
+            report["wall_time_s"] = round(time.perf_counter() - t0, 2)
+            self._write_report(report)
+        return report
+
+    def _after_trial_quiet(self, trial: optuna.trial.FrozenTrial) -> None:
+        log, self.log = self.log, lambda s: None
+        try:
+            self._after_trial(self._study_ref, trial)
+        finally:
+            self.log = log
+
+    # -- results ---------------------------------------------------------------
+    def records(self, study: optuna.Study) -> list[TrialRecord]:
+        import optuna
+
+        out = []
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            acc, lat = t.values
+            feasible = bool(t.constraints) and all(c <= 0 for c in t.constraints.values())
+            out.append(TrialRecord(t.number, t.user_attrs.get("arch", ""), acc if feasible else None, lat, feasible, dict(t.user_attrs)))
+        return out
+
+    def _report(self, study: optuna.Study) -> dict[str, Any]:
+        import optuna
+
+        recs = self.records(study)
+        feas = [r for r in recs if r.feasible]
+        front = []
+        if feas:
+            vals = np.array([[r.accuracy, r.latency_ms] for r in feas], dtype=float)
+            mask = is_non_dominated(vals, [True, False])
+            front = sorted((r for r, m in zip(feas, mask, strict=True) if m), key=lambda r: r.latency_ms)
+        best = max(feas, key=lambda r: (r.accuracy, -r.latency_ms, -r.number)) if feas else None
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        trials = {
+            "budget": self.config.trials,
+            "complete": len(recs),
+            "feasible": len(feas),
+            "infeasible": len(recs) - len(feas),
+            "reused": sum("reused_from_trial" in r.attrs for r in recs),
+            "failed": sum(s == optuna.trial.TrialState.FAIL for s in states),
+            "min_latency_ms": min((r.latency_ms for r in recs), default=None),
+        }
+        self._write_front(front)
+        best_d = self._trial_summary(best) if best else None
+        report: dict[str, Any] = {
+            "space": self.space.name,
+            "dataset": self.config.dataset if isinstance(self.space, NB201Space) else None,
+            "device": self.device.name,
+            "latency_budget_ms": self.config.latency_ms,
+            "strategy": self.config.strategy,
+            "seed": self.config.seed,
+            "evaluator": self.evaluator.describe(),
+            "latency_model": self.latency_model.describe(),
+            "study": self.config.study,
+            "storage": self.config.storage,
+            "trials": trials,
+            "best": best_d,
+            "front": [self._trial_summary(r) for r in front],
+        }
+        # Flat keys for scripts: the best arch and its figures.
+        for key in ("arch", "accuracy", "accuracy_source", "test_accuracy", "latency_ms", "latency_source", "flops_m", "params_m"):
+            report[key] = best_d.get(key) if best_d else None
+        report["measured_latency_ms"] = None
+        return report
+
+    def _trial_summary(self, r: TrialRecord) -> dict[str, Any]:
+        a = r.attrs
+        return {
+            "trial": r.number, "arch": r.arch, "accuracy": r.accuracy, "accuracy_source": a.get("accuracy_source"),
+            "test_accuracy": a.get("test_accuracy"), "latency_ms": r.latency_ms, "latency_source": a.get("latency_source"),
+            "latency_p90_ms": a.get("latency_p90_ms"), "flops_m": a.get("flops_m"), "params_m": a.get("params_m"),
+            "nb201_index": a.get("nb201_index"),
+        }
+
+    def _write_front(self, front: list[TrialRecord]) -> None:
+        import csv
+
+        cols = ["trial", "arch", "accuracy", "test_accuracy", "latency_ms", "latency_source", "flops_m", "params_m"]
+        with open(self.out / "front.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for r in front:
+                w.writerow(self._trial_summary(r))
+
+    def _write_report(self, report: dict[str, Any]) -> None:
+        tmp = self.out / "report.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        tmp.replace(self.out / "report.json")
+
+    def _export(self, best: dict[str, Any]) -> dict[str, Any]:
+        from hwnas.export import export_verified
+
+        arch = self.space.from_string(best["arch"])
+        self.log(f"exporting trial {best['trial']} to {self.out / 'best.onnx'} (checker, parity, re-measure)")
+        meta = {
+            "trial": best["trial"], "accuracy": best["accuracy"], "accuracy_source": best["accuracy_source"],
+            "test_accuracy": best["test_accuracy"], "latency_ms": best["latency_ms"], "latency_source": best["latency_source"],
+            "device": self.device.name, "flops_m": best["flops_m"], "params_m": best["params_m"],
+        }
+        result = export_verified(self.space, arch, self.out / "best.onnx", device=self.device, metadata=meta, seed=self.config.seed)
+        d = result.as_dict()
+        d["predicted_latency_ms"] = best["latency_ms"]
+        d["predicted_source"] = best["latency_source"]
+        measured = d["measured_latency_ms"]
+        d["predicted_vs_measured_pct"] = None if measured is None else round(100.0 * (best["latency_ms"] - measured) / measured, 2)
+        if measured is None:
+            d["not_measured_because"] = f"{self.device.name} is a table device; its latency comes from the benchmark table"
+        return d
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,182 @@
+"""The search-space interface: architectures are plain, JSON-safe dicts.
+
+A space says what can be chosen (:meth:`SearchSpace.dimensions`), draws and checks
+architectures, and builds them into torch modules. Mutation and one-hot encoding have
+defaults derived from the dimensions, so a new space gets them for free.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hwnas.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch.nn
+
+Arch = dict[str, Any]
+"""An architecture: ``{dimension name: choice}``, JSON-safe."""
+
+Choice = int | float | str
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One choice of a space: a name and its finite set of values."""
+
+    name: str
+    choices: tuple[Choice, ...]
+
+    def __post_init__(self) -> None:
+        if not self.choices:
+            raise ValueError(f"dimension {self.name!r} has no choices")
+        if len(set(self.choices)) != len(self.choices):
+            raise ValueError(f"dimension {self.name!r} has repeated choices {self.choices}")
+
+
+class SearchSpace(ABC):
+    """Base class of search spaces.
+
+    Subclasses implement :meth:`dimensions`, :meth:`build`, :meth:`input_shape`,
+    :meth:`to_string`, :meth:`from_string` and :meth:`smallest`; they may override
+    :meth:`canonical` when some dimensions are inactive for some architectures.
+    """
+
+    name: str = ""
+    description: str = ""
+
+    # -- what can be chosen -------------------------------------------------
+    @abstractmethod
+    def dimensions(self) -> list[Dimension]:
+        """The choices, in a fixed order."""
+
+    def dimension_map(self) -> dict[str, Dimension]:
+        return {d.name: d for d in self.dimensions()}
+
+    def size(self) -> int:
+        """Number of points of the raw dimension grid (before canonicalisation)."""
+        n = 1
+        for d in self.dimensions():
+            n *= len(d.choices)
+        return n
+
+    # -- architectures ------------------------------------------------------
+    def canonical(self, arch: Arch) -> Arch:
+        """The canonical form of a *valid* arch (inactive choices reset). Default: a copy."""
+        return {d.name: arch[d.name] for d in self.dimensions()}
+
+    def validate(self, arch: Arch) -> Arch:
+        """Check every dimension is present with an allowed value; return the canonical form.
+
+        Raises:
+            UsageError: naming the first wrong dimension and its allowed values.
+        """
+        if not isinstance(arch, dict):
+            raise UsageError(f"an architecture of space {self.name!r} must be a dict, got {type(arch).__name__}")
+        dims = self.dimension_map()
+        unknown = sorted(set(arch) - set(dims))
+        if unknown:
+            raise UsageError(f"architecture has unknown dimension(s) {unknown} for space {self.name!r}")
+        for name, dim in dims.items():
+            if name not in arch:
+                raise UsageError(f"architecture lacks dimension {name!r} (choices: {list(dim.choices)})")
+            value = arch[name]
+            if not _is_choice(value, dim.choices):
+                raise UsageError(
+                    f"dimension {name!r} of space {self.name!r} has value {value!r}; "
+                    f"allowed: {list(dim.choices)}"
+                )
+        return self.canonical({name: _as_choice(arch[name], dims[name].choices) for name in dims})
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """Draw every dimension uniformly; return the canonical arch."""
+        arch = {d.name: d.choices[int(rng.integers(len(d.choices)))] for d in self.dimensions()}
+        return self.canonical(arch)
+
+    def mutate(self, arch: Arch, rng: np.random.Generator, n_changes: int = 1) -> Arch:
+        """Return a different canonical arch with ``n_changes`` dimensions redrawn.
+
+        Only changes that alter the canonical form count, so a mutation never returns the
+        parent (unless the space has a single point).
+        """
+        if n_changes < 1:
+            raise ValueError(f"n_changes must be >= 1, got {n_changes}")
+        parent = self.canonical(arch)
+        child = dict(parent)
+        dims = [d for d in self.dimensions() if len(d.choices) > 1]
+        if not dims:
+            return child
+        changed = 0
+        # Bounded: each attempt redraws one dimension; inactive dimensions may not count.
+        for _ in range(50 * n_changes * len(dims)):
+            d = dims[int(rng.integers(len(dims)))]
+            others = [c for c in d.choices if c != child[d.name]]
+            candidate = dict(child)
+            candidate[d.name] = others[int(rng.integers(len(others)))]
+            candidate = self.canonical(candidate)
+            if candidate != child:
+                child = candidate
+                changed += 1
+                if changed >= n_changes:
+                    break
+        return child
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """One-hot encoding of the canonical arch, concatenated over dimensions (float32)."""
+        arch = self.canonical(arch)
+        parts = []
+        for d in self.dimensions():
+            v = np.zeros(len(d.choices), dtype=np.float32)
+            v[d.choices.index(arch[d.name])] = 1.0
+            parts.append(v)
+        return np.concatenate(parts)
+
+    def key(self, arch: Arch) -> str:
+        """A stable JSON key of the canonical arch (for caches and deduplication)."""
+        return json.dumps(self.canonical(arch), sort_keys=True)
+
+    @abstractmethod
+    def to_string(self, arch: Arch) -> str:
+        """A short, stable string for logs, file names and the CLI."""
+
+    @abstractmethod
+    def from_string(self, text: str) -> Arch:
+        """Parse :meth:`to_string`'s form; raise :class:`UsageError` with an example if malformed."""
+
+    @abstractmethod
+    def smallest(self) -> Arch:
+        """The architecture with the least compute: a probe for infeasible budgets."""
+
+    # -- models -------------------------------------------------------------
+    @abstractmethod
+    def input_shape(self, arch: Arch) -> tuple[int, int, int]:
+        """(channels, height, width) of one input image."""
+
+    @abstractmethod
+    def build(self, arch: Arch) -> torch.nn.Module:
+        """A freshly initialised torch module for the arch (imports torch lazily)."""
+
+
+def _is_choice(value: Any, choices: tuple[Choice, ...]) -> bool:
+    if isinstance(value, bool):
+        return False
+    for c in choices:
+        if isinstance(c, str):
+            if value == c:
+                return True
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == c:
+            return True
+    return False
+
+
+def _as_choice(value: Any, choices: tuple[Choice, ...]) -> Choice:
+    """Return the element of ``choices`` equal to ``value`` (so 1 becomes 1.0 where 1.0 is listed)."""
+    for c in choices:
+        if c == value and type(c) is not bool:
+            return c
+    raise ValueError(value)
