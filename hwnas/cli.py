@@ -209,10 +209,27 @@ def _validate_names(args: argparse.Namespace) -> None:
         EVALUATORS.get(args.evaluator)
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--latency -5ms`` -> ``--latency=-5ms``, so argparse hands the value to its parser (which
+    explains the error) instead of reading it as an unknown option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if tok.startswith("--") and "=" not in tok and len(nxt) > 1 and nxt[0] == "-" and (nxt[1].isdigit() or nxt[1] == "."):
+            out.append(f"{tok}={nxt}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
         if args.command is None:
             parser.print_help()
             return 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def _get(data: dict[str, Any], key: str, typ: type | tuple[type, ...], path: Pat
             return default
         raise UsageError(f"device file {path} lacks key {key!r}; a minimal file reads: {_EXAMPLE!r}")
     value = data[key]
-    if not isinstance(value, typ) or isinstance(value, bool) and typ is int:
+    if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
         raise UsageError(f"device file {path}: {key} = {value!r} has the wrong type; expected {getattr(typ, '__name__', typ)}")
     return value
 
@@ -91,6 +91,8 @@ def load_device_file(path: Path) -> Device:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"device file {path} is not valid TOML ({exc}); a minimal file reads: {_EXAMPLE!r}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"device file {path} is not UTF-8 text; save it as UTF-8") from None
     except OSError as exc:
         raise UsageError(f"cannot read device file {path}: {exc.strerror}") from None
     name = _get(data, "name", str, path)
@@ -126,7 +128,7 @@ def load_device_file(path: Path) -> Device:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _scan(dirs: tuple[Path, ...]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for d in dirs:

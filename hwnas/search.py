@@ -23,7 +23,7 @@ from hwnas.device import Device, get_device
 from hwnas.errors import InfeasibleError, UsageError
 from hwnas.evaluate import Evaluator, make_evaluator
 from hwnas.pareto import is_non_dominated
-from hwnas.spaces import Arch, SearchSpace
+from hwnas.spaces import SearchSpace
 from hwnas.spaces.nb201 import NB201Space
 from hwnas.strategies import STRATEGIES, make_sampler
 from hwnas.units import format_ms
@@ -140,7 +140,7 @@ class Search:
             return JournalStorage(JournalFileBackend(url[len("journal:"):]))
         try:
             return optuna.storages.get_storage(url)
-        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many types; all mean "cannot use this URL"
+        except Exception as exc:
             raise UsageError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}; e.g. --storage sqlite:///runs/study.db") from None
 
     def _study(self) -> optuna.Study:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from hwnas.errors import UsageError
@@ -33,6 +34,8 @@ def parse_latency_ms(text: str) -> float:
                 hint = " (it must be positive)"
         raise UsageError(f"invalid latency {raw!r}{hint}; write a positive number with a unit us, ms or s, e.g. 20ms, 500us, 0.02s")
     value = float(m["num"]) * _TO_MS[m["unit"]]
+    if not math.isfinite(value):
+        raise UsageError(f"invalid latency {raw!r}: the number is too large, e.g. 20ms")
     if value <= 0:
         raise UsageError(f"invalid latency {raw!r}: it must be positive, e.g. 20ms")
     return value
@@ -40,4 +43,5 @@ def parse_latency_ms(text: str) -> float:
 
 def format_ms(value_ms: float) -> str:
     """Inverse of :func:`parse_latency_ms` for file names and messages: ``20ms``, ``0.5ms``."""
-    return f"{value_ms:g}ms"
+    text = f"{value_ms:.12f}".rstrip("0").rstrip(".")
+    return f"{text}ms"

@@ -34,8 +34,8 @@ def compute_cost(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Comput
         model.eval()
         x = torch.zeros(1, *input_shape)
         analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        by_op = analysis.by_operator()
-        total = analysis.total()
+        by_op = analysis.by_operator()  # one trace; total() would trace again
+        total = sum(by_op.values())
     macs = sum(v for k, v in by_op.items() if k in ("conv", "linear", "matmul", "addmm"))
     params = sum(p.numel() for p in model.parameters())
     return ComputeCost(flops_m=macs / 1e6, flops_total_m=total / 1e6, params_m=params / 1e6)

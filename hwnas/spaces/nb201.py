@@ -92,6 +92,6 @@ class NB201Space(SearchSpace):
 def parse_arch(space: SearchSpace, text: str) -> Arch:
     """Parse an arch given on the command line: the space's string form, or for nb201 an index."""
     text = text.strip()
-    if isinstance(space, NB201Space) and text.isdigit():
+    if isinstance(space, NB201Space) and text.isascii() and text.isdigit():
         return space.from_index(int(text))
     return space.validate(space.from_string(text))

@@ -1,0 +1,172 @@
+"""End-to-end behaviour of a search run: budget, feasibility, resume, results, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwnas.benchdata import nb201_latency, nb201_table
+from hwnas.errors import InfeasibleError, UsageError
+from hwnas.pareto import is_non_dominated
+from hwnas.search import Search, SearchConfig
+
+
+def _config(tmp: Path, **kw: object) -> SearchConfig:
+    base: dict[str, object] = dict(space="nb201", device="pixel3", latency_ms=5.0, trials=60, strategy="tpe", seed=0, out=str(tmp / "run"), export=False)
+    base.update(kw)
+    return SearchConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def pixel3_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Search, dict]:
+    tmp = tmp_path_factory.mktemp("pixel3")
+    search = Search(_config(tmp))
+    calls: list[str] = []
+    inner = search.evaluator.evaluate
+
+    def spy(arch):  # type: ignore[no-untyped-def]
+        calls.append(search.space.to_string(arch))
+        return inner(arch)
+
+    search.evaluator.evaluate = spy  # type: ignore[method-assign]
+    report = search.run()
+    report["_evaluated"] = calls
+    return search, report
+
+
+def test_best_is_feasible_and_matches_the_tables(pixel3_run: tuple[Search, dict]) -> None:
+    _, report = pixel3_run
+    table = nb201_table()
+    index = table.index(report["arch"])
+    assert report["latency_ms"] <= 5.0
+    assert report["latency_ms"] == nb201_latency("pixel3")[index]
+    assert report["accuracy"] == table.metric("cifar10-valid/valid")[index]
+    assert report["test_accuracy"] == table.metric("cifar10/test")[index]
+    assert report["latency_source"] == "table"
+    assert "validation" in report["accuracy_source"]
+    assert report["trials"]["complete"] == 60
+    assert report["flops_m"] > 0 and report["params_m"] > 0
+
+
+def test_infeasible_trials_spend_no_accuracy(pixel3_run: tuple[Search, dict]) -> None:
+    _, report = pixel3_run
+    t = report["trials"]
+    assert t["infeasible"] > 0, "the budget should exclude part of the space"
+    # One evaluation per feasible trial that was not a repeat of an earlier one.
+    evaluated = report["_evaluated"]
+    assert len(evaluated) <= t["feasible"]
+    lat = nb201_latency("pixel3")
+    table = nb201_table()
+    assert all(lat[table.index(a)] <= 5.0 for a in evaluated)
+
+
+def test_front_is_feasible_and_non_dominated(pixel3_run: tuple[Search, dict]) -> None:
+    search, report = pixel3_run
+    with open(search.out / "front.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and len(rows) == len(report["front"])
+    vals = np.array([[float(r["accuracy"]), float(r["latency_ms"])] for r in rows])
+    assert (vals[:, 1] <= 5.0).all()
+    assert is_non_dominated(vals, [True, False]).all()
+    # Every feasible trial of the study is dominated by, or on, the front.
+    for rec in search.records(search._study()):
+        if rec.feasible:
+            assert any(a >= rec.accuracy and lat <= rec.latency_ms for a, lat in vals)
+    assert report["best"]["arch"] in {r["arch"] for r in rows}
+
+
+def test_run_folder_holds_config_report_and_study(pixel3_run: tuple[Search, dict]) -> None:
+    search, _ = pixel3_run
+    files = {p.name for p in search.out.iterdir()}
+    assert {"config.json", "report.json", "front.csv", "study.journal"} <= files
+    cfg = json.loads((search.out / "config.json").read_text())
+    assert cfg["device"] == "pixel3" and cfg["latency_ms"] == 5.0 and cfg["trials"] == 60
+    report = json.loads((search.out / "report.json").read_text())
+    for key in ("arch", "accuracy", "latency_ms", "latency_source", "flops_m", "params_m", "trials", "device", "measured_latency_ms"):
+        assert key in report
+
+
+def test_trial_records_say_where_each_number_came_from(pixel3_run: tuple[Search, dict]) -> None:
+    search, _ = pixel3_run
+    for t in search._study().get_trials():
+        attrs = t.user_attrs
+        assert attrs["latency_source"] == "table"
+        assert attrs["flops_source"] == "fvcore"
+        assert attrs["accuracy_source"]
+        if t.values[1] > 5.0:
+            assert attrs["accuracy_source"].startswith("not evaluated")
+            assert "accuracy" not in attrs
+
+
+def test_resume_counts_done_trials_and_keeps_them(tmp_path: Path) -> None:
+    first = Search(_config(tmp_path, trials=15)).run()
+    s2 = Search(_config(tmp_path, trials=25))
+    report = s2.run()
+    trials = s2._study().get_trials()
+    assert len(trials) == 25 and report["trials"]["complete"] == 25
+    assert first["trials"]["complete"] == 15
+    # Rerunning with the budget already met runs nothing more.
+    again = Search(_config(tmp_path, trials=25))
+    again.run()
+    assert len(again._study().get_trials()) == 25
+
+
+def test_same_seed_same_result(tmp_path: Path) -> None:
+    a = Search(_config(tmp_path / "a", trials=20, strategy="random")).run()
+    b = Search(_config(tmp_path / "b", trials=20, strategy="random")).run()
+    assert [r["arch"] for r in a["front"]] == [r["arch"] for r in b["front"]]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    Search(_config(tmp_path, trials=3, latency_ms=100.0)).run()
+    with pytest.raises(UsageError, match="device"):
+        Search(_config(tmp_path, trials=3, latency_ms=100.0, device="raspi4")).run()
+
+
+def test_non_empty_foreign_out_dir_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not empty"):
+        Search(_config(tmp_path, trials=3)).run()
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_infeasible_budget_stops_at_once_with_the_fastest_latency(tmp_path: Path) -> None:
+    fastest = float(nb201_latency("pixel3").min())
+    with pytest.raises(InfeasibleError, match=f"{fastest:.4g}"):
+        Search(_config(tmp_path, latency_ms=fastest / 2)).run()
+
+
+def test_no_feasible_trial_reports_smallest_latency_seen(tmp_path: Path) -> None:
+    # A budget just above the fastest cell passes the probe, but random search rarely hits it.
+    lat = nb201_latency("pixel3")
+    budget = float(np.sort(lat)[0]) * 1.0000001
+    config = _config(tmp_path, latency_ms=budget, trials=5, strategy="random")
+    with pytest.raises(InfeasibleError, match="smallest latency seen"):
+        Search(config).run()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["trials"]["complete"] == 5 and report["best"] is None
+
+
+@pytest.mark.slow
+def test_live_cpu_search_exports_a_verified_model(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    config = _config(tmp_path, device="cpu", latency_ms=50.0, trials=3, strategy="random", export=True)
+    report = Search(config).run()
+    assert report["latency_source"] == "measured"
+    ex = report["export"]
+    assert ex["parity_max_abs_diff"] <= 1e-4
+    assert ex["measured_latency_ms"] > 0 and report["measured_latency_ms"] == ex["measured_latency_ms"]
+    path = tmp_path / "run" / "best.onnx"
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["hwnas.arch"] == report["arch"] and props["hwnas.space"] == "nb201"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"input": np.zeros((4, 3, 32, 32), np.float32)})[0]
+    assert out.shape == (4, 10)
