@@ -23,8 +23,8 @@ baseline across rounds (max/min - 1) show how much of any difference is noise.
 
 Run::
 
-    python benchmarks/measure_overhead.py                  # nb201 index 6111, 32x32, ~15 s
-    python benchmarks/measure_overhead.py --space mbconv   # MobileNetV2 at 160x160
+    python benchmarks/measure_overhead.py                  # nb201 index 6111, 32x32, about 45 s
+    python benchmarks/measure_overhead.py --space mbconv   # MobileNetV2 at 160x160, about 60 s
     python benchmarks/measure_overhead.py --json
 
 Exits 0 when the median full ratio is <= 1.05 (PASS), 1 when it is not, 2 on a usage error.

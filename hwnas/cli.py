@@ -46,9 +46,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     from hwnas.search import Search, SearchConfig
 
     config = SearchConfig(
-        space=args.space, dataset=args.dataset, device=args.device, latency_ms=args.latency, trials=args.trials,
-        strategy=args.strategy, seed=args.seed, evaluator=args.evaluator, out=args.out or "",
-        storage=args.storage or "", study=args.study or "", export=not args.no_export,
+        space=args.space,
+        dataset=args.dataset,
+        device=args.device,
+        latency_ms=args.latency,
+        trials=args.trials,
+        strategy=args.strategy,
+        seed=args.seed,
+        evaluator=args.evaluator,
+        out=args.out or "",
+        storage=args.storage or "",
+        study=args.study or "",
+        export=not args.no_export,
     )
     search = Search(config, log=(lambda s: None) if args.quiet else _err)
     report = search.run()
@@ -61,18 +70,27 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _print_summary(report: dict[str, Any], out: Any) -> None:
     t = report["trials"]
-    print(f"\n{report['space']} on {report['device']} under {report['latency_budget_ms']:g} ms: "
-          f"{t['complete']} trials ({t['feasible']} feasible, {t['reused']} reused), {report['wall_time_s']} s")
+    print(
+        f"\n{report['space']} on {report['device']} under {report['latency_budget_ms']:g} ms: "
+        f"{t['complete']} trials ({t['feasible']} feasible, {t['reused']} reused), {report['wall_time_s']} s"
+    )
     print(f"best: {report['arch']}")
     line = f"  accuracy {report['accuracy']:.2f} % ({report['accuracy_source']})"
     if report.get("test_accuracy") is not None:
         line += f", test {report['test_accuracy']:.2f} %"
     print(line)
-    print(f"  latency  {report['latency_ms']:.4g} ms ({report['latency_source']}), {report['flops_m']:.1f} M FLOPs, {report['params_m']:.3f} M params")
+    print(
+        f"  latency  {report['latency_ms']:.4g} ms ({report['latency_source']}), "
+        f"{report['flops_m']:.1f} M FLOPs, {report['params_m']:.3f} M params"
+    )
     ex = report.get("export")
     if ex:
         measured = ex["measured_latency_ms"]
-        m = f"re-measured {measured:.4g} ms ({ex['predicted_vs_measured_pct']:+.1f} % predicted vs measured)" if measured is not None else ex.get("not_measured_because", "")
+        m = (
+            f"re-measured {measured:.4g} ms ({ex['predicted_vs_measured_pct']:+.1f} % predicted vs measured)"
+            if measured is not None
+            else ex.get("not_measured_because", "")
+        )
         print(f"  exported {ex['path']}: {ex['checker']}, parity {ex['parity_max_abs_diff']:.1e}, {m}")
     print(f"front: {len(report['front'])} architectures in {out}/front.csv; report in {out}/report.json")
 
@@ -102,7 +120,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(json.dumps({"space": space.name, "arch": space.to_string(arch), **d}, indent=2, default=str))
     else:
         m = f", measured {d['measured_latency_ms']:.4g} ms on {d['measured_on']}" if d["measured_latency_ms"] is not None else ""
-        print(f"{out}: {space.to_string(arch)}\n  {d['checker']}, ORT vs PyTorch max |diff| {d['parity_max_abs_diff']:.1e}, opset {d['opset']}, {d['exporter']} exporter{m}\n  weights: {d['weights']}")
+        print(
+            f"{out}: {space.to_string(arch)}\n"
+            f"  {d['checker']}, ORT vs PyTorch max |diff| {d['parity_max_abs_diff']:.1e}, opset {d['opset']}, {d['exporter']} exporter{m}\n"
+            f"  weights: {d['weights']}"
+        )
     return 0
 
 
@@ -126,7 +148,11 @@ def _arch_from_run(run: Any, trial: int | None) -> tuple[str, str, dict[str, Any
     if trial not in numbers:
         raise UsageError(f"run {run} has no trial {trial}; valid: 0..{max(numbers, default=-1)}")
     t = numbers[trial]
-    return report["space"], t.user_attrs["arch"], {"trial": trial, "latency_ms": t.user_attrs.get("latency_ms"), "accuracy": t.user_attrs.get("accuracy")}
+    return (
+        report["space"],
+        t.user_attrs["arch"],
+        {"trial": trial, "latency_ms": t.user_attrs.get("latency_ms"), "accuracy": t.user_attrs.get("accuracy")},
+    )
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -134,12 +160,17 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
     rows = [get_device(n) for n in list_devices()]
     if args.json:
-        print(json.dumps([{"name": d.name, "kind": d.kind, "spaces": d.spaces_text(), "description": d.description} for d in rows], indent=2))
+        print(
+            json.dumps([{"name": d.name, "kind": d.kind, "spaces": d.spaces_text(), "description": d.description} for d in rows], indent=2)
+        )
         return 0
     print(f"{'device':<16} {'latency from':<22} {'spaces':<16} description")
     for d in rows:
-        source = f"measured ({d.provider.replace('ExecutionProvider', '')})" if d.kind == "onnxruntime" else (
-            "table (estimated)" if any(t.estimated for t in d.tables.values()) else "table (measured)")
+        source = (
+            f"measured ({d.provider.replace('ExecutionProvider', '')})"
+            if d.kind == "onnxruntime"
+            else ("table (estimated)" if any(t.estimated for t in d.tables.values()) else "table (measured)")
+        )
         print(f"{d.name:<16} {source:<22} {d.spaces_text():<16} {d.description}")
     return 0
 
@@ -155,21 +186,34 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 # -- parser -----------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hwnas", description="Hardware-aware neural architecture search: the most accurate network that meets a latency budget on your device.")
+    p = _Parser(
+        prog="hwnas",
+        description="Hardware-aware neural architecture search: the most accurate network that meets a latency budget on your device.",
+    )
     p.add_argument("--version", action="version", version=f"hwnas {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser("search", help="search the accuracy/latency Pareto front and export the best feasible network")
     s.add_argument("--space", default="nb201", help="search space (see 'hwnas spaces'; default nb201)")
-    s.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet16-120"], help="nb201 benchmark dataset (default cifar10)")
+    s.add_argument(
+        "--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet16-120"], help="nb201 benchmark dataset (default cifar10)"
+    )
     s.add_argument("--device", default="cpu", help="latency target (see 'hwnas devices'; default cpu)")
-    s.add_argument("--latency", type=parse_latency_ms, default=parse_latency_ms("20ms"), metavar="T", help="latency budget with unit, e.g. 20ms, 500us (default 20ms)")
+    s.add_argument(
+        "--latency",
+        type=parse_latency_ms,
+        default=parse_latency_ms("20ms"),
+        metavar="T",
+        help="latency budget with unit, e.g. 20ms, 500us (default 20ms)",
+    )
     s.add_argument("--trials", type=_positive_int, default=100, help="trial budget, counting trials already in the study (default 100)")
     s.add_argument("--strategy", default="tpe", help="random | tpe (default tpe)")
     s.add_argument("--evaluator", default="table", help="accuracy evaluator (default table)")
     s.add_argument("--seed", type=_int, default=0)
     s.add_argument("--out", help="run folder (default hwnas-runs/<space>-<device>-<latency>-<strategy>-seed<seed>); rerun to resume")
-    s.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///runs/study.db or postgresql://... (default: a journal file in the run folder)")
+    s.add_argument(
+        "--storage", help="Optuna storage URL, e.g. sqlite:///runs/study.db or postgresql://... (default: a journal file in the run folder)"
+    )
     s.add_argument("--study", help="study name in the storage (default hwnas)")
     s.add_argument("--no-export", action="store_true", help="skip exporting best.onnx")
     s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")

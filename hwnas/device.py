@@ -123,8 +123,15 @@ def load_device_file(path: Path) -> Device:
         if value < low:
             raise UsageError(f"device file {path}: {key} = {value} must be >= {low}")
     return Device(
-        name=name, kind=kind, description=description, batch=batch, provider=provider,
-        threads=threads, warmup=warmup, repeats=repeats, path=str(path),
+        name=name,
+        kind=kind,
+        description=description,
+        batch=batch,
+        provider=provider,
+        threads=threads,
+        warmup=warmup,
+        repeats=repeats,
+        path=str(path),
     )
 
 

@@ -107,13 +107,24 @@ def export_verified(
     measurement = None
     if device is not None and device.kind == "onnxruntime":
         measurement = measure_onnx(
-            str(path), shape, provider=device.provider, threads=device.threads,
-            batch=device.batch, warmup=device.warmup, repeats=device.repeats,
+            str(path),
+            shape,
+            provider=device.provider,
+            threads=device.threads,
+            batch=device.batch,
+            warmup=device.warmup,
+            repeats=device.repeats,
         )
     return ExportResult(
-        path=str(path), size_bytes=len(data), exporter=exporter, opset=OPSET, checker="onnx.checker full_check passed",
-        parity_max_abs_diff=worst, parity_batches=batches, measurement=measurement,
-        measured_on=device.name if measurement else None,
+        path=str(path),
+        size_bytes=len(data),
+        exporter=exporter,
+        opset=OPSET,
+        checker="onnx.checker full_check passed",
+        parity_max_abs_diff=worst,
+        parity_batches=batches,
+        measurement=measurement,
+        measured_on=device.name if device is not None and measurement is not None else None,
         weights=f"untrained (initialised with seed {seed}, BatchNorm statistics from random inputs); train it before deployment",
     )
 

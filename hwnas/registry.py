@@ -47,10 +47,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             valid = sorted(self._items)
-            raise UsageError(
-                f"unknown {self.kind} {name!r}{did_you_mean(name, valid)}; "
-                f"valid: {', '.join(valid)}"
-            ) from None
+            raise UsageError(f"unknown {self.kind} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

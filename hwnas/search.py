@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -31,9 +31,10 @@ from hwnas.units import format_ms
 if TYPE_CHECKING:
     import optuna
 
+StudyDirection = Literal["maximize", "minimize"]
 #: Settings that define a study: resuming with a different value would mix incomparable trials.
 IDENTITY_KEYS = ("space", "dataset", "device", "latency_ms", "evaluator")
-DIRECTIONS = ("maximize", "minimize")  # accuracy %, latency ms
+DIRECTIONS: list[StudyDirection] = ["maximize", "minimize"]  # accuracy %, latency ms
 #: Accuracy recorded for an over-budget trial, whose accuracy is never evaluated (see accuracy_source).
 NOT_EVALUATED = 0.0
 
@@ -121,7 +122,9 @@ class Search:
                 diff = {k: (old.get(k), v) for k, v in self.config.identity().items() if old.get(k) != v}
                 if diff:
                     k, (was, now) = next(iter(diff.items()))
-                    raise UsageError(f"{out} holds a run with {k}={was!r}, not {now!r}; rerun with the same settings to resume, or pick another --out")
+                    raise UsageError(
+                        f"{out} holds a run with {k}={was!r}, not {now!r}; rerun with the same settings to resume, or pick another --out"
+                    )
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / ".write-test"
@@ -137,7 +140,7 @@ class Search:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-            return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+            return JournalStorage(JournalFileBackend(url[len("journal:") :]))
         try:
             return optuna.storages.get_storage(url)
         except Exception as exc:
@@ -148,14 +151,17 @@ class Search:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = self._storage()
-        study = optuna.create_study(storage=storage, study_name=self.config.study, directions=list(DIRECTIONS), load_if_exists=True)
+        study = optuna.create_study(storage=storage, study_name=self.config.study, directions=DIRECTIONS, load_if_exists=True)
         ident = self.config.identity()
         old = study.user_attrs.get("hwnas")
         if old is None:
             study.set_user_attr("hwnas", ident)
         elif old != ident:
             k = next(k for k in ident if old.get(k) != ident[k])
-            raise UsageError(f"study {self.config.study!r} was created with {k}={old.get(k)!r}, not {ident[k]!r}; use the same settings to resume or another --study")
+            raise UsageError(
+                f"study {self.config.study!r} was created with {k}={old.get(k)!r}, not {ident[k]!r}; "
+                "use the same settings to resume or another --study"
+            )
         return study
 
     # -- one trial ------------------------------------------------------------
@@ -216,7 +222,10 @@ class Search:
         best = f"best feasible {self._best[0]:.2f}% @ {self._best[1]:.3f} ms (trial {self._best[2]})" if self._best else "no feasible yet"
         status = f"acc {acc:6.2f}%" if feasible else "over budget "
         reused = " (reused)" if "reused_from_trial" in trial.user_attrs else ""
-        self.log(f"[{done:>4}/{self.config.trials}] trial {trial.number:>4}: {status} lat {lat:8.3f} ms {trial.user_attrs.get('latency_source', '')}{reused} | {best}")
+        self.log(
+            f"[{done:>4}/{self.config.trials}] trial {trial.number:>4}: {status} lat {lat:8.3f} ms "
+            f"{trial.user_attrs.get('latency_source', '')}{reused} | {best}"
+        )
 
     @staticmethod
     def _count_complete(study: optuna.Study) -> int:
@@ -241,9 +250,16 @@ class Search:
             self.log(f"resuming study {self.config.study!r} in {self.config.storage}: {done} of {self.config.trials} trials done")
         else:
             bound, bound_arch = self.latency_model.lower_bound()
-            self.log(f"search {self.space.name} on {self.device.name} under {format_ms(budget)}: fastest probe {self.space.to_string(bound_arch)} = {bound.ms:.3f} ms ({bound.source})")
+            self.log(
+                f"search {self.space.name} on {self.device.name} under {format_ms(budget)}: "
+                f"fastest probe {self.space.to_string(bound_arch)} = {bound.ms:.3f} ms ({bound.source})"
+            )
             if bound.ms > budget:
-                what = "the fastest architecture in the space" if bound.source.startswith("table") else "the smallest architecture of the space"
+                what = (
+                    "the fastest architecture in the space"
+                    if bound.source.startswith("table")
+                    else "the smallest architecture of the space"
+                )
                 raise InfeasibleError(
                     f"no {self.space.name} architecture can meet {format_ms(budget)} on {self.device.name}: "
                     f"{what} takes {bound.ms:.4g} ms ({bound.source}); raise --latency to at least {bound.ms:.4g}ms"
@@ -254,10 +270,13 @@ class Search:
             seed = int(np.random.SeedSequence([self.config.seed, done]).generate_state(1)[0])
             study.sampler = make_sampler(self.config.strategy, seed=seed)
             study.optimize(
-                self._objective, n_trials=remaining, callbacks=[
+                self._objective,
+                n_trials=remaining,
+                callbacks=[
                     self._after_trial,
                     optuna.study.MaxTrialsCallback(self.config.trials, states=(optuna.trial.TrialState.COMPLETE,)),
-                ], gc_after_trial=False,
+                ],
+                gc_after_trial=False,
             )
         report = self._report(study)
         report["wall_time_s"] = round(time.perf_counter() - t0, 2)
@@ -298,12 +317,14 @@ class Search:
 
         recs = self.records(study)
         feas = [r for r in recs if r.feasible]
+        # A reused trial repeats an earlier one's network and numbers: one front point per network.
+        distinct = [r for r in feas if "reused_from_trial" not in r.attrs]
         front = []
-        if feas:
-            vals = np.array([[r.accuracy, r.latency_ms] for r in feas], dtype=float)
+        if distinct:
+            vals = np.array([[r.accuracy, r.latency_ms] for r in distinct], dtype=float)
             mask = is_non_dominated(vals, [True, False])
-            front = sorted((r for r, m in zip(feas, mask, strict=True) if m), key=lambda r: r.latency_ms)
-        best = max(feas, key=lambda r: (r.accuracy, -r.latency_ms, -r.number)) if feas else None
+            front = sorted((r for r, m in zip(distinct, mask, strict=True) if m), key=lambda r: r.latency_ms)
+        best = max(distinct, key=lambda r: (r.accuracy, -r.latency_ms, -r.number)) if distinct else None
         states = [t.state for t in study.get_trials(deepcopy=False)]
         trials = {
             "budget": self.config.trials,
@@ -340,9 +361,16 @@ class Search:
     def _trial_summary(self, r: TrialRecord) -> dict[str, Any]:
         a = r.attrs
         return {
-            "trial": r.number, "arch": r.arch, "accuracy": r.accuracy, "accuracy_source": a.get("accuracy_source"),
-            "test_accuracy": a.get("test_accuracy"), "latency_ms": r.latency_ms, "latency_source": a.get("latency_source"),
-            "latency_p90_ms": a.get("latency_p90_ms"), "flops_m": a.get("flops_m"), "params_m": a.get("params_m"),
+            "trial": r.number,
+            "arch": r.arch,
+            "accuracy": r.accuracy,
+            "accuracy_source": a.get("accuracy_source"),
+            "test_accuracy": a.get("test_accuracy"),
+            "latency_ms": r.latency_ms,
+            "latency_source": a.get("latency_source"),
+            "latency_p90_ms": a.get("latency_p90_ms"),
+            "flops_m": a.get("flops_m"),
+            "params_m": a.get("params_m"),
             "nb201_index": a.get("nb201_index"),
         }
 
@@ -367,9 +395,15 @@ class Search:
         arch = self.space.from_string(best["arch"])
         self.log(f"exporting trial {best['trial']} to {self.out / 'best.onnx'} (checker, parity, re-measure)")
         meta = {
-            "trial": best["trial"], "accuracy": best["accuracy"], "accuracy_source": best["accuracy_source"],
-            "test_accuracy": best["test_accuracy"], "latency_ms": best["latency_ms"], "latency_source": best["latency_source"],
-            "device": self.device.name, "flops_m": best["flops_m"], "params_m": best["params_m"],
+            "trial": best["trial"],
+            "accuracy": best["accuracy"],
+            "accuracy_source": best["accuracy_source"],
+            "test_accuracy": best["test_accuracy"],
+            "latency_ms": best["latency_ms"],
+            "latency_source": best["latency_source"],
+            "device": self.device.name,
+            "flops_m": best["flops_m"],
+            "params_m": best["params_m"],
         }
         result = export_verified(self.space, arch, self.out / "best.onnx", device=self.device, metadata=meta, seed=self.config.seed)
         d = result.as_dict()

@@ -79,8 +79,24 @@ def test_devices_and_spaces_listings(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_search_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["search", "--device", "pixel3", "--latency", "5ms", "--trials", "12", "--strategy", "random",
-                 "--out", str(tmp_path / "r"), "--json", "-q", "--no-export"])
+    code = main(
+        [
+            "search",
+            "--device",
+            "pixel3",
+            "--latency",
+            "5ms",
+            "--trials",
+            "12",
+            "--strategy",
+            "random",
+            "--out",
+            str(tmp_path / "r"),
+            "--json",
+            "-q",
+            "--no-export",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     assert report["device"] == "pixel3" and report["trials"]["complete"] == 12

@@ -16,7 +16,9 @@ from hwnas.search import Search, SearchConfig
 
 
 def _config(tmp: Path, **kw: object) -> SearchConfig:
-    base: dict[str, object] = dict(space="nb201", device="pixel3", latency_ms=5.0, trials=60, strategy="tpe", seed=0, out=str(tmp / "run"), export=False)
+    base: dict[str, object] = dict(
+        space="nb201", device="pixel3", latency_ms=5.0, trials=60, strategy="tpe", seed=0, out=str(tmp / "run"), export=False
+    )
     base.update(kw)
     return SearchConfig(**base)  # type: ignore[arg-type]
 

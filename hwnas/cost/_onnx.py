@@ -59,16 +59,30 @@ def to_onnx_bytes(model: torch.nn.Module, input_shape: tuple[int, ...], *, expor
     with _quiet_export(), torch.no_grad():
         if exporter == "dynamo":
             program = torch.onnx.export(
-                model, (x,), None, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                external_data=False, verbose=False,
+                model,
+                (x,),
+                None,
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                external_data=False,
+                verbose=False,
             )
             assert program is not None
             return program.model_proto.SerializeToString()
         buf = io.BytesIO()
+        # torch's type hints omit file objects, which the TorchScript exporter accepts.
         torch.onnx.export(
-            model, (x,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            model,
+            (x,),
+            buf,  # type: ignore[arg-type]
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
         return buf.getvalue()
 

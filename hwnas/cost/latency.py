@@ -70,8 +70,14 @@ class MeasuredLatency(LatencyModel):
     def describe(self) -> dict[str, Any]:
         d = self.device
         return {
-            "device": d.name, "kind": d.kind, "provider": d.provider, "threads": d.threads,
-            "batch": d.batch, "warmup": d.warmup, "repeats": d.repeats, "statistic": "median",
+            "device": d.name,
+            "kind": d.kind,
+            "provider": d.provider,
+            "threads": d.threads,
+            "batch": d.batch,
+            "warmup": d.warmup,
+            "repeats": d.repeats,
+            "statistic": "median",
         }
 
 
@@ -96,7 +102,11 @@ class BenchmarkTableLatency(LatencyModel):
 
     def latency(self, arch: Arch, model: torch.nn.Module | None = None) -> Latency:
         index = self.space.index(arch)  # type: ignore[attr-defined]
-        return Latency(ms=float(self.values[index]), source=self._source(), details={"table": self.ref.table, "index": index, "reference": self.ref.source})
+        return Latency(
+            ms=float(self.values[index]),
+            source=self._source(),
+            details={"table": self.ref.table, "index": index, "reference": self.ref.source},
+        )
 
     def lower_bound(self) -> tuple[Latency, Arch]:
         i = int(np.argmin(self.values))
@@ -104,7 +114,13 @@ class BenchmarkTableLatency(LatencyModel):
         return self.latency(arch), arch
 
     def describe(self) -> dict[str, Any]:
-        return {"device": self.device.name, "kind": "table", "table": self.ref.table, "estimated": self.ref.estimated, "reference": self.ref.source}
+        return {
+            "device": self.device.name,
+            "kind": "table",
+            "table": self.ref.table,
+            "estimated": self.ref.estimated,
+            "reference": self.ref.source,
+        }
 
 
 def latency_model_for(device: Device, space: SearchSpace) -> LatencyModel:

@@ -72,6 +72,13 @@ def measure_onnx(
     times_ms = time_session(session, {INPUT_NAME: x}, warmup=warmup, repeats=repeats) / 1e6
     q25, q50, q75, q90 = np.percentile(times_ms, [25, 50, 75, 90])
     return Measurement(
-        median_ms=float(q50), p90_ms=float(q90), iqr_ms=float(q75 - q25), min_ms=float(times_ms.min()),
-        repeats=repeats, warmup=warmup, threads=threads, batch=batch, provider=provider,
+        median_ms=float(q50),
+        p90_ms=float(q90),
+        iqr_ms=float(q75 - q25),
+        min_ms=float(times_ms.min()),
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads,
+        batch=batch,
+        provider=provider,
     )

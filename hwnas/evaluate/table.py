@@ -50,7 +50,11 @@ class TableEvaluator:
         return Accuracy(
             value=float(self._signal[index]),
             source=f"table: NAS-Bench-201 {self._signal_text}, 200 epochs",
-            extras={"test_accuracy": float(self._report[index]), "test_source": f"table: NAS-Bench-201 {self._report_name}, 200 epochs", "nb201_index": index},
+            extras={
+                "test_accuracy": float(self._report[index]),
+                "test_source": f"table: NAS-Bench-201 {self._report_name}, 200 epochs",
+                "nb201_index": index,
+            },
         )
 
     def describe(self) -> dict[str, Any]:

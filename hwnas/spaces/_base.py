@@ -87,10 +87,7 @@ class SearchSpace(ABC):
                 raise UsageError(f"architecture lacks dimension {name!r} (choices: {list(dim.choices)})")
             value = arch[name]
             if not _is_choice(value, dim.choices):
-                raise UsageError(
-                    f"dimension {name!r} of space {self.name!r} has value {value!r}; "
-                    f"allowed: {list(dim.choices)}"
-                )
+                raise UsageError(f"dimension {name!r} of space {self.name!r} has value {value!r}; allowed: {list(dim.choices)}")
         return self.canonical({name: _as_choice(arch[name], dims[name].choices) for name in dims})
 
     def sample(self, rng: np.random.Generator) -> Arch:

@@ -19,9 +19,7 @@ if TYPE_CHECKING:
 class ConvBNAct(nn.Sequential):
     """Conv (padding k//2, no bias) + BatchNorm, followed by ReLU6 when ``act``."""
 
-    def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True
-    ) -> None:
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> None:
         padding = kernel // 2
         layers: list[nn.Module] = [
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, groups=groups, bias=False),
@@ -80,9 +78,7 @@ class MBConvNet(nn.Module):
         if not blocks:
             raise ValueError("MBConvNet needs at least one block")
         if blocks[0].c_in != stem_channels:
-            raise ValueError(
-                f"first block takes {blocks[0].c_in} channels but the stem gives {stem_channels}"
-            )
+            raise ValueError(f"first block takes {blocks[0].c_in} channels but the stem gives {stem_channels}")
         layers: list[nn.Module] = [ConvBNAct(in_channels, stem_channels, 3, stride=2)]
         layers += [InvertedResidual(b.c_in, b.c_out, b.kernel, b.expansion, b.stride) for b in blocks]
         layers.append(ConvBNAct(blocks[-1].c_out, last_channels, 1))

@@ -118,8 +118,7 @@ class MBConvSpace(SearchSpace):
 
     name = "mbconv"
     description = (
-        "MobileNetV2/ProxylessNAS space: resolution 128-224, width 0.5-1.4, "
-        "depth 2-4 per stage, kernel 3/5/7 and expansion 3/4/6 per block"
+        "MobileNetV2/ProxylessNAS space: resolution 128-224, width 0.5-1.4, depth 2-4 per stage, kernel 3/5/7 and expansion 3/4/6 per block"
     )
 
     def __init__(self, *, num_classes: int = 1000, in_channels: int = 3) -> None:
