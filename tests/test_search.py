@@ -172,3 +172,19 @@ def test_live_cpu_search_exports_a_verified_model(tmp_path: Path) -> None:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = sess.run(None, {"input": np.zeros((4, 3, 32, 32), np.float32)})[0]
     assert out.shape == (4, 10)
+
+
+def test_any_optuna_storage_url_and_study_name(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    config = _config(tmp_path, trials=6, latency_ms=100.0, storage=url, study="exp-1")
+    Search(config).run()
+    import optuna
+
+    study = optuna.load_study(study_name="exp-1", storage=url)
+    assert len(study.trials) == 6
+    assert study.user_attrs["hwnas"]["device"] == "pixel3"
+
+
+def test_unusable_storage_url_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot open storage"):
+        Search(_config(tmp_path, storage="nosuchdb://x/y")).run()
