@@ -58,6 +58,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         storage=args.storage or "",
         study=args.study or "",
         export=not args.no_export,
+        latency_source=args.latency_source,
+        table=args.table or "",
+        allow_foreign_table=args.allow_foreign_table,
     )
     search = Search(config, log=(lambda s: None) if args.quiet else _err)
     report = search.run()
@@ -93,6 +96,71 @@ def _print_summary(report: dict[str, Any], out: Any) -> None:
         )
         print(f"  exported {ex['path']}: {ex['checker']}, parity {ex['parity_max_abs_diff']:.1e}, {m}")
     print(f"front: {len(report['front'])} architectures in {out}/front.csv; report in {out}/report.json")
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from hwnas.cost.lut import LatencyTable, table_name
+    from hwnas.device import get_device
+    from hwnas.profile import build_table, check_table
+    from hwnas.spaces import get_space
+
+    space = get_space(args.space)
+    device = get_device(args.device)
+    if args.resolution and space.name != "mbconv":
+        raise UsageError(f"--resolution applies to the mbconv space only, not {space.name!r}")
+    out = Path(args.out) if args.out else Path("latency_tables") / table_name(device.name, space.name)
+    log = (lambda s: None) if args.quiet else _err
+    table = None
+    if args.reuse and out.is_file():
+        table = LatencyTable.load(out)
+        why = table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch)
+        if why or table.space != space.name:
+            log(f"not reusing {out} ({why[0] if why else 'another space'}); rebuilding")
+            table = None
+        else:
+            log(f"reusing {out} (built {table.data.get('created')})")
+            if args.check:
+                rng = np.random.default_rng(args.seed + 1)
+                table.data["check"] = check_table(table, space, device, args.check, rng=rng, log=log)
+    if table is None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc.strerror}; pick a writable --out") from None
+        table = build_table(
+            space, device, resolutions=args.resolution or None, calibrate=args.calibrate, check=args.check, seed=args.seed, log=log
+        )
+    try:
+        table.save(out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror}; pick a writable --out") from None
+    check = {k: v for k, v in (table.check or {}).items() if k != "networks"} or None
+    summary = {
+        "table": str(out),
+        "space": space.name,
+        "device": device.name,
+        "entries": len(table.entries),
+        "build_seconds": table.data.get("build_seconds"),
+        "calibration_fit": table.data["calibration"].get("fit"),
+        "check": check,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{out}: {len(table.entries)} blocks, built in {table.data.get('build_seconds')} s")
+    if check:
+        print(
+            f"check on {check['n']} networks: {100 * check['within_5pct']:.1f} % within +-5 %, "
+            f"{100 * check['within_10pct']:.1f} % within +-10 %, MAPE {check['mape_pct']:.2f} %, "
+            f"Kendall tau {check['kendall_tau']:.3f}; prediction {check['speedup']:.0f}x faster than measuring"
+        )
+    else:
+        print("no check run; add --check 50 to measure how well the table predicts")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -215,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage", help="Optuna storage URL, e.g. sqlite:///runs/study.db or postgresql://... (default: a journal file in the run folder)"
     )
     s.add_argument("--study", help="study name in the storage (default hwnas)")
+    s.add_argument(
+        "--latency-source",
+        default="auto",
+        choices=["auto", "lut", "measure", "table"],
+        help="auto (default): a table device's table, else this device's lookup table if built here, else measure",
+    )
+    s.add_argument("--table", help="latency lookup table to use (default latency_tables/<device>-<space>.json)")
+    s.add_argument("--allow-foreign-table", action="store_true", help="use a lookup table built on another machine or runtime")
     s.add_argument("--no-export", action="store_true", help="skip exporting best.onnx")
     s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     s.add_argument("--quiet", "-q", action="store_true", help="no per-trial progress on stderr")
@@ -230,6 +306,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=_int, default=0, help="weight initialisation seed")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=cmd_export)
+
+    pr = sub.add_parser("profile", help="measure a device and build the latency lookup table the search uses")
+    pr.add_argument("--device", default="cpu", help="a measured device (cpu, cuda, or a device file)")
+    pr.add_argument("--space", default="nb201")
+    pr.add_argument(
+        "--resolution", type=_positive_int, action="append", help="mbconv input resolution to profile (repeatable; default all)"
+    )
+    pr.add_argument(
+        "--calibrate", type=_positive_int, help="networks measured end to end to calibrate the table (default nb201 100, mbconv 40)"
+    )
+    pr.add_argument("--check", type=_int, default=0, metavar="N", help="measure N more random networks and report the table's accuracy")
+    pr.add_argument("--reuse", action="store_true", help="keep an existing table built here (only run --check)")
+    pr.add_argument("--out", help="table file (default latency_tables/<device>-<space>.json)")
+    pr.add_argument("--seed", type=_int, default=0)
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--quiet", "-q", action="store_true")
+    pr.set_defaults(handler=cmd_profile)
 
     d = sub.add_parser("devices", help="list latency targets")
     d.add_argument("--json", action="store_true")

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 StudyDirection = Literal["maximize", "minimize"]
 #: Settings that define a study: resuming with a different value would mix incomparable trials.
-IDENTITY_KEYS = ("space", "dataset", "device", "latency_ms", "evaluator")
+IDENTITY_KEYS = ("space", "dataset", "device", "latency_ms", "evaluator", "latency_model")
 DIRECTIONS: list[StudyDirection] = ["maximize", "minimize"]  # accuracy %, latency ms
 #: Accuracy recorded for an over-budget trial, whose accuracy is never evaluated (see accuracy_source).
 NOT_EVALUATED = 0.0
@@ -55,6 +55,11 @@ class SearchConfig:
     storage: str = ""
     study: str = ""
     export: bool = True
+    latency_source: str = "auto"
+    table: str = ""
+    allow_foreign_table: bool = False
+    #: Resolved from ``latency_source``: measured | lookup table | table (set by :class:`Search`).
+    latency_model: str = ""
 
     def default_out(self) -> str:
         return str(Path("hwnas-runs") / f"{self.space}-{self.device}-{format_ms(self.latency_ms)}-{self.strategy}-seed{self.seed}")
@@ -96,7 +101,18 @@ class Search:
         self.log = log
         self.space = build_space(config)
         self.device: Device = get_device(config.device)
-        self.latency_model: LatencyModel = latency_model_for(self.device, self.space)
+        self.latency_model: LatencyModel = latency_model_for(
+            self.device,
+            self.space,
+            config.latency_source,
+            table_path=config.table or None,
+            allow_foreign=config.allow_foreign_table,
+            log=log,
+        )
+        config.latency_model = self.latency_model.kind
+        warning = getattr(self.latency_model, "quality_warning", lambda: None)()
+        if warning:
+            log(warning)
         self.evaluator: Evaluator = make_evaluator(config.evaluator, self.space)
         config.out = config.out or config.default_out()
         self.out = Path(config.out)

@@ -2,6 +2,8 @@
 
 * :class:`MeasuredLatency` exports the candidate and times it in ONNX Runtime (``measured``).
 * :class:`BenchmarkTableLatency` looks it up in a shipped benchmark table (``table``).
+* :class:`LookupTableLatency` predicts it from a latency lookup table built by
+  ``hwnas profile`` for this device (``lookup table``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class Latency:
 class LatencyModel(ABC):
     """Gives the latency of an architecture of one space on one device."""
 
+    #: Where its numbers come from: measured | table | lookup table.
+    kind = ""
+
     def __init__(self, device: Device, space: SearchSpace) -> None:
         self.device = device
         self.space = space
@@ -45,11 +50,13 @@ class LatencyModel(ABC):
         """The least latency the space can reach on this device (exact or a probe), and its arch."""
 
     def describe(self) -> dict[str, Any]:
-        return {"device": self.device.name, "kind": self.device.kind}
+        return {"device": self.device.name, "source": self.kind}
 
 
 class MeasuredLatency(LatencyModel):
     """Export to ONNX (fast TorchScript exporter) and time it with the device's ONNX Runtime provider."""
+
+    kind = "measured"
 
     def latency(self, arch: Arch, model: torch.nn.Module | None = None) -> Latency:
         from hwnas.cost._onnx import to_onnx_bytes
@@ -71,7 +78,7 @@ class MeasuredLatency(LatencyModel):
         d = self.device
         return {
             "device": d.name,
-            "kind": d.kind,
+            "source": self.kind,
             "provider": d.provider,
             "threads": d.threads,
             "batch": d.batch,
@@ -83,6 +90,8 @@ class MeasuredLatency(LatencyModel):
 
 class BenchmarkTableLatency(LatencyModel):
     """Latency from a measured benchmark table (HELP / HW-NAS-Bench), for NAS-Bench-201."""
+
+    kind = "table"
 
     def __init__(self, device: Device, space: SearchSpace) -> None:
         super().__init__(device, space)
@@ -116,15 +125,121 @@ class BenchmarkTableLatency(LatencyModel):
     def describe(self) -> dict[str, Any]:
         return {
             "device": self.device.name,
-            "kind": "table",
+            "source": self.kind,
             "table": self.ref.table,
             "estimated": self.ref.estimated,
             "reference": self.ref.source,
         }
 
 
-def latency_model_for(device: Device, space: SearchSpace) -> LatencyModel:
-    """The latency model a device implies for a space."""
+class LookupTableLatency(LatencyModel):
+    """Prediction from a latency lookup table (``hwnas profile``): about a microsecond a candidate."""
+
+    kind = "lookup table"
+    #: A check worse than this is reported as poor.
+    POOR_WITHIN_10 = 0.9
+    POOR_TAU = 0.8
+
+    def __init__(self, device: Device, space: SearchSpace, table: Any, *, allow_foreign: bool = False) -> None:
+        super().__init__(device, space)
+        if table.space != space.name:
+            raise UsageError(f"latency table {table.path} is for space {table.space!r}, not {space.name!r}; pick the table of {space.name}")
+        self.table = table
+        self.mismatches = table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch)
+        if self.mismatches and not allow_foreign:
+            raise UsageError(
+                f"latency table {table.path} was not built on this machine and runtime ({self.mismatches[0]}); rebuild it with "
+                f"'hwnas profile --device {device.name} --space {space.name}' or pass --allow-foreign-table to use it anyway"
+            )
+
+    def latency(self, arch: Arch, model: torch.nn.Module | None = None) -> Latency:
+        return Latency(ms=self.table.predict_ms(self.space, arch), source="lookup table", details={"table": self.table.path})
+
+    def lower_bound(self) -> tuple[Latency, Arch]:
+        arch = self.space.smallest()
+        return self.latency(arch), arch
+
+    def quality_warning(self) -> str | None:
+        """A one-line warning when the table was never checked or checks poorly, else None."""
+        check = self.table.check
+        if not check:
+            return (
+                f"warning: latency table {self.table.path} has no accuracy check; run "
+                f"'hwnas profile --device {self.device.name} --space {self.space.name} --check 50' to measure how well it predicts"
+            )
+        if check["within_10pct"] < self.POOR_WITHIN_10 or not check["kendall_tau"] >= self.POOR_TAU:
+            return (
+                f"warning: latency table {self.table.path} predicts poorly: {100 * check['within_10pct']:.0f} % of "
+                f"{check['n']} checked networks within +-10 %, Kendall tau {check['kendall_tau']:.2f}; consider --latency-source measure"
+            )
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        check = self.table.check
+        return {
+            "device": self.device.name,
+            "source": self.kind,
+            "table": self.table.path,
+            "check": {k: check[k] for k in ("n", "within_5pct", "within_10pct", "mape_pct", "kendall_tau", "when")} if check else None,
+            "foreign_table_used_with_override": self.mismatches or None,
+        }
+
+
+LATENCY_SOURCES = ("auto", "lut", "measure", "table")
+
+
+def latency_model_for(
+    device: Device,
+    space: SearchSpace,
+    source: str = "auto",
+    *,
+    table_path: str | None = None,
+    allow_foreign: bool = False,
+    log: Any = None,
+) -> LatencyModel:
+    """The latency model for ``device`` and ``space``.
+
+    ``auto``: a table device's benchmark table; else this device's lookup table when one was
+    built on this machine and runtime; else live measurement. ``lut``, ``measure`` and
+    ``table`` force one source and fail with a clear message where it cannot serve.
+    """
+    from hwnas.cost.lut import LatencyTable, find_table
+
+    if source not in LATENCY_SOURCES:
+        raise UsageError(f"unknown latency source {source!r}; valid: {', '.join(LATENCY_SOURCES)}")
     if device.kind == "table":
-        return BenchmarkTableLatency(device, space)
-    return MeasuredLatency(device, space)
+        if source in ("auto", "table"):
+            return BenchmarkTableLatency(device, space)
+        raise UsageError(
+            f"device {device.name!r} cannot be measured here; its latency comes from its benchmark table (--latency-source table or auto)"
+        )
+    if source == "table":
+        raise UsageError(f"device {device.name!r} has no benchmark table; use --latency-source lut, measure or auto")
+    if source == "measure":
+        return MeasuredLatency(device, space)
+    path = table_path or find_table(device.name, space.name)
+    if path is None:
+        if source == "lut":
+            raise UsageError(
+                f"no latency table for {device.name}/{space.name} (looked for {device.name}-{space.name}.json in ./latency_tables); "
+                f"build it with 'hwnas profile --device {device.name} --space {space.name}'"
+            )
+        return MeasuredLatency(device, space)
+    table = LatencyTable.load(path)
+    if source == "auto" and table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch):
+        why = table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch)[0]
+        if log:
+            log(f"note: not using latency table {path} ({why}); measuring live instead")
+        return MeasuredLatency(device, space)
+    return LookupTableLatency(device, space, table, allow_foreign=allow_foreign)
+
+
+__all__ = [
+    "LATENCY_SOURCES",
+    "BenchmarkTableLatency",
+    "Latency",
+    "LatencyModel",
+    "LookupTableLatency",
+    "MeasuredLatency",
+    "latency_model_for",
+]

@@ -1,0 +1,247 @@
+"""Latency lookup tables: measured block latencies plus a calibration fitted on whole networks.
+
+A table is one JSON file (schema below) built by ``hwnas profile`` for one device, space and
+runtime. Prediction is a dot product: ``latency = coef . features(arch)``, where the features
+are the sum of the arch's block latencies from the table and, per space, what makes latency
+non-additive (NB201: node counts of ORT's optimised cell graph). Nothing is guessed: a block
+missing from the table is an error that names the key and the command that measures it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import HwnasError, UsageError
+from hwnas.spaces import Arch, SearchSpace
+
+SCHEMA = "hwnas.latency_table"
+SCHEMA_VERSION = 1
+#: Fingerprint fields that must match for a table to describe this machine.
+FINGERPRINT_KEYS = ("machine", "cpu", "isa", "gpu")
+_ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve")
+
+
+# -- where tables live --------------------------------------------------------------
+def table_dirs() -> list[Path]:
+    """Folders searched for tables: ``$HWNAS_TABLES``, ``./latency_tables``, the checkout's ``latency_tables``."""
+    dirs = [Path(p) for p in os.environ.get("HWNAS_TABLES", "").split(os.pathsep) if p]
+    dirs.append(Path("latency_tables"))
+    dirs.append(Path(__file__).resolve().parents[2] / "latency_tables")
+    out: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def table_name(device: str, space: str) -> str:
+    return f"{device}-{space}.json"
+
+
+def find_table(device: str, space: str) -> Path | None:
+    for d in table_dirs():
+        p = d / table_name(device, space)
+        if p.is_file():
+            return p
+    return None
+
+
+# -- this machine -----------------------------------------------------------------
+@cache
+def fingerprint(provider: str) -> dict[str, Any]:
+    """What identifies the hardware a table was measured on."""
+    cpu: str = platform.processor() or "unknown"
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and cpu in ("unknown", "", platform.machine()):
+                cpu = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    gpu = None
+    if provider == "CUDAExecutionProvider":
+        try:
+            gpu = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10, check=False
+                )
+                .stdout.splitlines()[0]
+                .strip()
+            )
+        except (OSError, IndexError, subprocess.SubprocessError):
+            gpu = "unknown"
+    return {
+        "machine": platform.machine(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "isa": sorted(flags & set(_ISA_FLAGS)),
+        "gpu": gpu,
+    }
+
+
+def runtime_versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    return {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__.split("+")[0]}
+
+
+# -- the table ----------------------------------------------------------------------
+@dataclass
+class LatencyTable:
+    """A loaded, schema-checked latency table."""
+
+    data: dict[str, Any]
+    path: str = ""
+
+    @property
+    def space(self) -> str:
+        return str(self.data["space"])
+
+    @property
+    def device(self) -> str:
+        return str(self.data["device"]["name"])
+
+    @property
+    def entries(self) -> dict[str, dict[str, float]]:
+        return self.data["entries"]  # type: ignore[no-any-return]
+
+    @property
+    def check(self) -> dict[str, Any] | None:
+        return self.data.get("check")
+
+    # -- io --------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        """Read and schema-check a table.
+
+        Raises:
+            UsageError: one line naming the file and what is wrong with it.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"latency table {path} does not exist; build it with 'hwnas profile'") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(
+                f"latency table {path} is unreadable or not JSON ({type(exc).__name__}); rebuild it with 'hwnas profile'"
+            ) from None
+        _check_schema(data, path)
+        return cls(data=data, path=str(path))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        self.path = str(path)
+
+    # -- compatibility ------------------------------------------------------------
+    def mismatches(self, *, provider: str, threads: int, batch: int) -> list[str]:
+        """Why this table does not describe the current machine and settings ([] if it does)."""
+        out = []
+        fp_now, fp_then = fingerprint(provider), self.data["device"]["fingerprint"]
+        for key in FINGERPRINT_KEYS:
+            if fp_then.get(key) != fp_now.get(key):
+                out.append(f"{key} {fp_then.get(key)!r} != this machine's {fp_now.get(key)!r}")
+        rt = self.data["runtime"]
+        now = runtime_versions()
+        if rt.get("onnxruntime") != now["onnxruntime"]:
+            out.append(f"onnxruntime {rt.get('onnxruntime')} != installed {now['onnxruntime']}")
+        m = self.data["measurement"]
+        if self.data["device"].get("provider") != provider:
+            out.append(f"provider {self.data['device'].get('provider')} != {provider}")
+        if m.get("threads") != threads:
+            out.append(f"threads {m.get('threads')} != {threads}")
+        if m.get("batch") != batch:
+            out.append(f"batch {m.get('batch')} != {batch}")
+        return out
+
+    # -- prediction -------------------------------------------------------------------
+    def block_sum(self, space: SearchSpace, arch: Arch) -> float:
+        from hwnas.cost.lut_blocks import blocks_of
+
+        entries = self.entries
+        total = 0.0
+        for key in blocks_of(space, arch):
+            entry = entries.get(key)
+            if entry is None:
+                raise HwnasError(
+                    f"latency table {self.path or '(unsaved)'} has no entry {key!r}; fill it with "
+                    f"'hwnas profile --device {self.device} --space {space.name}{_resolution_hint(key)}'"
+                )
+            total += entry["median_ms"]
+        return total
+
+    def features(self, space: SearchSpace, arch: Arch) -> np.ndarray:
+        from hwnas.cost.lut_features import features
+
+        return features(self, space, arch)
+
+    def predict_ms(self, space: SearchSpace, arch: Arch) -> float:
+        cal = self.data["calibration"]
+        x = self.features(space, arch)
+        return float(np.dot(np.asarray(cal["coef"]), x) + cal["intercept"])
+
+
+def _resolution_hint(key: str) -> str:
+    m = re.search(r":h(\d+)$", key) if key.startswith("mb:stem") else None
+    return f" --resolution {m[1]}" if m else ""
+
+
+_REQUIRED = {
+    "schema": str,
+    "schema_version": int,
+    "space": str,
+    "device": dict,
+    "runtime": dict,
+    "measurement": dict,
+    "entries": dict,
+    "calibration": dict,
+}
+
+
+def _check_schema(data: Any, path: Path) -> None:
+    def bad(why: str) -> UsageError:
+        return UsageError(f"latency table {path} is not a valid hwnas table ({why}); rebuild it with 'hwnas profile'")
+
+    if not isinstance(data, dict):
+        raise bad("top level is not an object")
+    if data.get("schema") != SCHEMA:
+        raise bad(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise bad(f"schema_version {data.get('schema_version')!r}, this hwnas reads {SCHEMA_VERSION}")
+    for key, typ in _REQUIRED.items():
+        if not isinstance(data.get(key), typ):
+            raise bad(f"{key!r} missing or not a {typ.__name__}")
+    if not isinstance(data["device"].get("fingerprint"), dict) or not isinstance(data["device"].get("name"), str):
+        raise bad("device.name / device.fingerprint missing")
+    for key, entry in data["entries"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("median_ms"), (int, float)) or not entry["median_ms"] >= 0:
+            raise bad(f"entry {key!r} has no non-negative median_ms")
+    cal = data["calibration"]
+    coef = cal.get("coef")
+    if (
+        not isinstance(coef, list)
+        or not all(isinstance(c, (int, float)) for c in coef)
+        or not isinstance(cal.get("intercept"), (int, float))
+    ):
+        raise bad("calibration.coef / calibration.intercept missing")
+    if not isinstance(cal.get("feature_names"), list) or len(cal["feature_names"]) != len(coef):
+        raise bad("calibration.feature_names does not match calibration.coef")
