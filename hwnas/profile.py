@@ -35,7 +35,7 @@ ROUNDS = 2
 
 
 def measure_models(
-    models: list[tuple[bytes, tuple[int, ...]]], device: Device, *, rounds: int = ROUNDS, log: Log, what: str
+    models: Sequence[tuple[bytes, tuple[int, ...]]], device: Device, *, rounds: int = ROUNDS, log: Log, what: str
 ) -> list[dict[str, Any]]:
     """Median latency of each ONNX model over ``rounds`` interleaved passes (alternating order)."""
     from hwnas.cost.measure import measure_onnx
@@ -115,7 +115,8 @@ def build_table(
 
     if device.kind != "onnxruntime":
         raise UsageError(
-            f"device {device.name!r} is a table device (latencies come from its benchmark table); profile a measured device such as cpu or cuda"
+            f"device {device.name!r} is a table device (latencies come from its benchmark table); "
+            "profile a measured device such as cpu or cuda"
         )
     calibrate = DEFAULT_CALIBRATE.get(space.name, 40) if calibrate is None else calibrate
     if calibrate < 5:
@@ -166,7 +167,15 @@ def build_table(
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     cal_archs = sample_archs(space, calibrate, rng, resolutions=resolutions, exclude=seen)
-    y = measure_networks(space, device, cal_archs, log, "calibration")
+    check_archs = sample_archs(space, check, rng, resolutions=resolutions, exclude=seen) if check > 0 else []
+    reference = reference_arch(space, resolutions)
+    # Calibration, check and reference networks are measured in the same interleaved rounds, so a
+    # slow drift of the machine (about +-10 % over minutes here) moves them alike and cannot
+    # masquerade as a prediction error (or hide one).
+    t_measure = time.perf_counter()
+    y_all = measure_networks(space, device, [*cal_archs, *check_archs, reference], log, "networks")
+    measure_s = (time.perf_counter() - t_measure) / len(y_all)
+    y, y_check, y_ref = y_all[: len(cal_archs)], y_all[len(cal_archs) : -1], float(y_all[-1])
     x = np.array([table.features(space, a) for a in cal_archs])
     coef, intercept = fit_relative_ridge(x, y)
     names = feature_names(space, structure_names)
@@ -181,11 +190,47 @@ def build_table(
         "raw_sum_fit": prediction_stats(x[:, 0], y),
         "measured": [{"arch": space.to_string(a), "median_ms": float(v)} for a, v in zip(cal_archs, y, strict=True)],
     }
-    data["build_seconds"] = round(time.perf_counter() - t0, 1)
+    data["reference"] = {"arch": space.to_string(reference), "median_ms": y_ref}
+    data["build_seconds"] = round(time.perf_counter() - t0 - (measure_s * len(check_archs)), 1)
     log(f"built in {data['build_seconds']} s; in-sample fit: {_fmt(data['calibration']['fit'])}")
-    if check > 0:
-        data["check"] = check_table(table, space, device, check, rng=rng, exclude=seen, resolutions=resolutions, log=log)
+    if check_archs:
+        data["check"] = _check_stats(table, space, check_archs, y_check, measure_s=measure_s, drift_pct=0.0)
+        log(f"check on {len(check_archs)} held-out networks: {_fmt(data['check'])}")
     return table
+
+
+def reference_arch(space: SearchSpace, resolutions: Sequence[int] | None = None) -> Arch:
+    """A fixed mid-size network measured with every build and check, to see the machine drift."""
+    if space.name == "mbconv":
+        from hwnas.spaces.mbconv import mobilenet_v2_arch
+
+        return mobilenet_v2_arch(resolution=(resolutions or [224])[0])
+    if space.name == "nb201":
+        return space.from_index(6111)  # type: ignore[attr-defined,no-any-return]
+    return space.sample(np.random.default_rng(0))
+
+
+def _check_stats(
+    table: LatencyTable, space: SearchSpace, archs: list[Arch], measured: np.ndarray, *, measure_s: float, drift_pct: float
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    pred = np.array([table.predict_ms(space, a) for a in archs])
+    predict_s = (time.perf_counter() - t0) / max(len(archs), 1)
+    stats = prediction_stats(pred, measured)
+    stats.update(
+        {
+            "predict_ms_per_arch": 1e3 * predict_s,
+            "measure_ms_per_arch": 1e3 * measure_s,
+            "speedup": measure_s / predict_s if predict_s > 0 else None,
+            "machine_drift_pct": drift_pct,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "networks": [
+                {"arch": space.to_string(a), "predicted_ms": float(p), "measured_ms": float(m)}
+                for a, p, m in zip(archs, pred, measured, strict=True)
+            ],
+        }
+    )
+    return stats
 
 
 def check_table(
@@ -199,30 +244,23 @@ def check_table(
     resolutions: Sequence[int] | None = None,
     log: Log = lambda s: None,
 ) -> dict[str, Any]:
-    """Measure ``n`` random networks end to end and compare with the table's predictions."""
+    """Measure ``n`` random networks (not used for calibration) now and compare with the table.
+
+    The table's reference network is measured in the same rounds; ``machine_drift_pct`` says how
+    much slower (+) or faster (-) the machine runs now than when the table was built.
+    """
     if exclude is None:
         exclude = {m["arch"] for m in table.data["calibration"].get("measured", [])}
+    resolutions = resolutions or table.data.get("space_options", {}).get("resolutions")
     archs = sample_archs(space, n, rng, resolutions=resolutions, exclude=exclude)
-    t0 = time.perf_counter()
-    pred = np.array([table.predict_ms(space, a) for a in archs])
-    predict_s = (time.perf_counter() - t0) / max(len(archs), 1)
+    ref = table.data.get("reference")
+    extra = [space.from_string(ref["arch"])] if ref else []
     t1 = time.perf_counter()
-    measured = measure_networks(space, device, archs, log, "check")
-    measure_s = (time.perf_counter() - t1) / max(len(archs), 1)
-    stats = prediction_stats(pred, measured)
-    stats.update(
-        {
-            "predict_ms_per_arch": 1e3 * predict_s,
-            "measure_ms_per_arch": 1e3 * measure_s,
-            "speedup": measure_s / predict_s if predict_s > 0 else None,
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "networks": [
-                {"arch": space.to_string(a), "predicted_ms": float(p), "measured_ms": float(m)}
-                for a, p, m in zip(archs, pred, measured, strict=True)
-            ],
-        }
-    )
-    log(f"check on {n} held-out networks: {_fmt(stats)}")
+    measured = measure_networks(space, device, [*archs, *extra], log, "check")
+    measure_s = (time.perf_counter() - t1) / len(measured)
+    drift = float(100 * (measured[-1] / ref["median_ms"] - 1)) if ref else float("nan")
+    stats = _check_stats(table, space, archs, measured[: len(archs)], measure_s=measure_s, drift_pct=drift)
+    log(f"check on {n} held-out networks: {_fmt(stats)}; machine drift since the build {drift:+.1f} %")
     return stats
 
 

@@ -124,3 +124,36 @@ def test_export_arch_and_run_trial(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["export", "--run", str(run), "--trial", "3", "--out", str(tmp_path / "t3.onnx")]) == 0
     assert (tmp_path / "t3.onnx").exists()
     assert main(["export", "--run", str(run), "--trial", "999", "--out", str(tmp_path / "x.onnx")]) == 2
+
+
+PROFILE_BAD = [
+    (["profile", "--device", "pixel3"], "table device"),
+    (["profile", "--space", "nb201", "--resolution", "224"], "mbconv space only"),
+    (["profile", "--space", "mbconv", "--resolution", "100", "--calibrate", "5"], "resolution 100"),
+    (["profile", "--calibrate", "2"], "at least 5"),
+    (["search", "--latency-source", "lut", "--device", "pixel3"], "cannot be measured here"),
+    (["search", "--latency-source", "table", "--device", "cpu"], "no benchmark table"),
+    (["search", "--latency-source", "psychic"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), PROFILE_BAD, ids=[" ".join(a) for a, _ in PROFILE_BAD])
+def test_profile_bad_input(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    if argv[0] == "profile":
+        argv = [*argv, "--out", str(tmp_path / "t.json")]
+    else:
+        argv = [*argv, "--out", str(tmp_path / "run")]
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err and err[-1].startswith("hwnas: error:") and needle in err[-1], err
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_profile_cuda_without_provider_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    code = main(["profile", "--device", "cuda", "--out", str(tmp_path / "t.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "not installed" in err[-1] and "onnxruntime-gpu" in err[-1]
