@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolution", type=_positive_int, action="append", help="mbconv input resolution to profile (repeatable; default all)"
     )
     pr.add_argument(
-        "--calibrate", type=_positive_int, help="networks measured end to end to calibrate the table (default nb201 100, mbconv 40)"
+        "--calibrate", type=_positive_int, help="networks measured end to end to calibrate the table (default nb201 100, mbconv 80)"
     )
     pr.add_argument("--check", type=_int, default=0, metavar="N", help="measure N more random networks and report the table's accuracy")
     pr.add_argument("--reuse", action="store_true", help="keep an existing table built here (only run --check)")

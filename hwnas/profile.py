@@ -26,7 +26,7 @@ from hwnas.stats import fit_relative_ridge, prediction_stats
 Log = Callable[[str], None]
 
 #: Default number of calibration networks per space (NB201's model has more features).
-DEFAULT_CALIBRATE = {"nb201": 100, "mbconv": 40}
+DEFAULT_CALIBRATE = {"nb201": 100, "mbconv": 80}
 
 
 #: Each block and network is measured in this many interleaved rounds; the fastest round's median is kept.
@@ -77,14 +77,25 @@ def _export(module: Any, shape: tuple[int, ...]) -> bytes:
 def sample_archs(
     space: SearchSpace, n: int, rng: np.random.Generator, *, resolutions: Sequence[int] | None, exclude: set[str]
 ) -> list[Arch]:
-    """``n`` distinct random archs (mbconv: at the profiled resolutions), none in ``exclude``."""
+    """``n`` distinct random archs, none in ``exclude``.
+
+    Resolution (the profiled ones) and width are cycled through rather than drawn, so a small
+    calibration set covers every network size evenly: the smallest networks, where fixed
+    per-call costs weigh most, are otherwise easily under-represented.
+    """
+    dims = space.dimension_map()
+    res_choices = list(resolutions) if resolutions and "resolution" in dims else None
+    widths = list(dims["width"].choices) if "width" in dims else None
     out: list[Arch] = []
     for _ in range(1000 * max(n, 1)):
         if len(out) >= n:
             break
         arch = space.sample(rng)
-        if resolutions and "resolution" in arch:
-            arch = space.canonical({**arch, "resolution": resolutions[int(rng.integers(len(resolutions)))]})
+        if res_choices:
+            arch["resolution"] = res_choices[(len(out) // len(widths or [0])) % len(res_choices)]
+        if widths:
+            arch["width"] = widths[len(out) % len(widths)]
+        arch = space.canonical(arch)
         key = space.to_string(arch)
         if key not in exclude:
             exclude.add(key)

@@ -284,7 +284,9 @@ class Search:
         if remaining > 0:
             # Seed from (seed, trials done) so a resumed run draws new candidates, deterministically.
             seed = int(np.random.SeedSequence([self.config.seed, done]).generate_state(1)[0])
-            study.sampler = make_sampler(self.config.strategy, seed=seed)
+            study.sampler = make_sampler(
+                self.config.strategy, seed=seed, space=self.space, latency_ms=budget, feasible=self._cheap_feasibility()
+            )
             study.optimize(
                 self._objective,
                 n_trials=remaining,
@@ -309,6 +311,13 @@ class Search:
             report["wall_time_s"] = round(time.perf_counter() - t0, 2)
             self._write_report(report)
         return report
+
+    def _cheap_feasibility(self) -> Callable[[Arch], bool] | None:
+        """A budget predicate for strategies when latency costs nothing to know (a table), else None."""
+        if self.latency_model.kind == "measured":
+            return None
+        budget = self.config.latency_ms
+        return lambda arch: self.latency_model.latency(arch).ms <= budget
 
     def _after_trial_quiet(self, trial: optuna.trial.FrozenTrial) -> None:
         log, self.log = self.log, lambda s: None

@@ -137,6 +137,13 @@ class SearchSpace(ABC):
         """A stable JSON key of the canonical arch (for caches and deduplication)."""
         return json.dumps(self.canonical(arch), sort_keys=True)
 
+    def equivalence_key(self, arch: Arch) -> str:
+        """Equal for archs that compute the same function (default: equal canonical forms).
+
+        Strategies use it to avoid spending a trial on a network already evaluated.
+        """
+        return self.key(arch)
+
     @abstractmethod
     def to_string(self, arch: Arch) -> str:
         """A short, stable string for logs, file names and the CLI."""

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hwnas.registry import Registry
+from hwnas.spaces import SearchSpace
+from hwnas.strategies._common import Feasible
 
 if TYPE_CHECKING:
     import optuna
@@ -36,5 +38,51 @@ def tpe_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10, constant_liar=True)
 
 
-def make_sampler(name: str, *, seed: int, **options: Any) -> optuna.samplers.BaseSampler:
-    return STRATEGIES.get(name)(seed=seed, **options)
+@STRATEGIES.register("gp")
+def gp_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
+    """Gaussian-process Bayesian optimisation (Optuna's GPSampler; needs scipy), constraint-aware.
+
+    Its cost grows with the trials (a GP fit per trial): seconds per trial after a few hundred.
+    """
+    import optuna
+
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        from hwnas.errors import UsageError
+
+        raise UsageError("strategy 'gp' needs scipy: pip install scipy (or pick --strategy tpe)") from None
+    return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
+
+
+@STRATEGIES.register("nsga2")
+def nsga2_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
+    """NSGA-II (Deb et al. 2002) with a population of 20, constraint-aware."""
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+
+
+@STRATEGIES.register("evolution")
+def evolution_sampler(*, seed: int, space: SearchSpace, feasible: Feasible | None = None, **opts: Any) -> optuna.samplers.BaseSampler:
+    """Regularized (aging) evolution with Pareto, constraint-aware selection (see evolution.py)."""
+    from hwnas.strategies.evolution import RegularizedEvolutionSampler
+
+    return RegularizedEvolutionSampler(space=space, feasible=feasible, seed=seed, **opts)
+
+
+@STRATEGIES.register("reinforce")
+def reinforce_sampler(
+    *, seed: int, space: SearchSpace, latency_ms: float, feasible: Feasible | None = None, **opts: Any
+) -> optuna.samplers.BaseSampler:
+    """REINFORCE with MnasNet's latency-aware reward (see reinforce.py)."""
+    from hwnas.strategies.reinforce import ReinforceSampler
+
+    return ReinforceSampler(space=space, latency_target_ms=latency_ms, feasible=feasible, seed=seed, **opts)
+
+
+def make_sampler(
+    name: str, *, seed: int, space: SearchSpace, latency_ms: float, feasible: Feasible | None = None, **options: Any
+) -> optuna.samplers.BaseSampler:
+    """The sampler of strategy ``name``; ``feasible`` is a cheap budget predicate where one exists."""
+    return STRATEGIES.get(name)(seed=seed, space=space, latency_ms=latency_ms, feasible=feasible, **options)

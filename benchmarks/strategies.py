@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""Every strategy on NAS-Bench-201 with table accuracy and a table device's latency.
+
+The true constrained optimum and the true Pareto front are known by brute force over the
+15,625 cells, so each run's regret and hypervolume can be computed exactly. A *query* is one
+accuracy evaluation: as in ``hwnas search``, a candidate over the latency budget is recorded
+without an accuracy evaluation, and a repeat of an evaluated network reuses its numbers, so
+neither costs a query. Strategies are the hwnas samplers themselves on an Optuna study with
+the same objectives, constraint and feasibility knowledge as ``hwnas search``.
+
+Figures (means or medians over seeds, at a fixed number of queries):
+* unconstrained: CIFAR-10 test accuracy of the arch chosen by validation accuracy (100 queries);
+* pixel3 <= 5 ms: regret = feasible optimum's validation accuracy minus the best found (100 queries);
+* hypervolume of the found feasible front relative to the true feasible front's (200 queries);
+* sampler + storage overhead per trial at 1,000 trials with the default (journal) storage.
+
+Writes ``strategies.csv`` and PNG plots (if matplotlib is installed) to --out.
+
+    python benchmarks/strategies.py --seeds 100
+    python benchmarks/strategies.py --seeds 10 --strategies tpe evolution   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from hwnas.benchdata import nb201_latency, nb201_table
+from hwnas.pareto import hypervolume_2d, is_non_dominated
+from hwnas.spaces import get_space
+from hwnas.strategies import STRATEGIES, make_sampler
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SPACE = get_space("nb201")
+TABLE = nb201_table()
+VALID = TABLE.metric("cifar10-valid/valid")
+TEST = TABLE.metric("cifar10/test")
+
+
+class Problem:
+    """One search problem: a device's latency table and a budget (None: unconstrained)."""
+
+    def __init__(self, device: str, budget_ms: float | None) -> None:
+        self.latency = nb201_latency(device)
+        self.budget = budget_ms if budget_ms is not None else float(self.latency.max()) * 10
+        feasible = self.latency <= self.budget
+        self.best_valid = float(VALID[feasible].max())
+        pts = np.c_[VALID[feasible], self.latency[feasible]]
+        self.reference = (float(VALID.min()), float(self.budget))
+        self.true_hv = hypervolume_2d(pts, self.reference, [True, False])
+
+    def feasible(self, arch: dict) -> bool:
+        return bool(self.latency[SPACE.index(arch)] <= self.budget)
+
+
+def run(strategy: str, problem: Problem, seed: int, queries: int, max_trials: int) -> dict[str, Any]:
+    """Search until ``queries`` accuracy evaluations (or ``max_trials`` trials); return the trace."""
+    sampler = make_sampler(strategy, seed=seed, space=SPACE, latency_ms=problem.budget, feasible=problem.feasible)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    seen: dict[str, tuple[float, float]] = {}
+    trace: list[int] = []  # arch index evaluated at each query
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        arch = SPACE.canonical({d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in SPACE.dimensions()})
+        i = SPACE.index(arch)
+        lat = float(problem.latency[i])
+        trial.set_constraint("latency_ms", lat - problem.budget)
+        if lat > problem.budget:
+            return 0.0, lat
+        key = SPACE.key(arch)
+        if key not in seen:
+            seen[key] = (float(VALID[i]), lat)
+            trace.append(i)
+            if len(trace) >= queries:
+                trial.study.stop()
+        return seen[key]
+
+    study.optimize(objective, n_trials=max_trials)
+    return {"trace": trace, "trials": len(study.trials)}
+
+
+def curves(trace: list[int], problem: Problem, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Regret, test accuracy of the best-by-validation, and hypervolume ratio after each query."""
+    regret = np.full(queries, np.nan)
+    test = np.full(queries, np.nan)
+    hv = np.full(queries, np.nan)
+    best = -1
+    for q, i in enumerate(trace[:queries]):
+        if best < 0 or VALID[i] > VALID[best]:
+            best = i
+        regret[q] = problem.best_valid - VALID[best]
+        test[q] = TEST[best]
+        pts = np.c_[VALID[trace[: q + 1]], problem.latency[trace[: q + 1]]]
+        hv[q] = hypervolume_2d(pts, problem.reference, [True, False]) / problem.true_hv
+    return regret, test, hv
+
+
+def overhead(strategy: str, trials: int, tmp: Path) -> float:
+    """Seconds per trial of sampler + default journal storage on a trivial table objective."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    problem = Problem("pixel3", 5.0)
+    path = tmp / f"overhead-{strategy}.journal"
+    path.unlink(missing_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    sampler = make_sampler(strategy, seed=0, space=SPACE, latency_ms=5.0, feasible=problem.feasible)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler, storage=storage)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        arch = SPACE.canonical({d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in SPACE.dimensions()})
+        i = SPACE.index(arch)
+        lat = float(problem.latency[i])
+        trial.set_constraint("latency_ms", lat - 5.0)
+        return (float(VALID[i]) if lat <= 5.0 else 0.0), lat
+
+    t0 = time.perf_counter()
+    study.optimize(objective, n_trials=trials)
+    return (time.perf_counter() - t0) / trials
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--strategies", nargs="+", default=[s for s in STRATEGIES.names()])
+    p.add_argument("--seeds", type=int, default=100)
+    p.add_argument("--gp-seeds", type=int, default=10, help="GP costs seconds per trial; fewer seeds (default 10)")
+    p.add_argument("--device", default="pixel3")
+    p.add_argument("--budget", type=float, default=5.0, help="latency budget in ms on --device (default 5)")
+    p.add_argument("--overhead-trials", type=int, default=1000)
+    p.add_argument("--out", default="strategy-results")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"unconstrained": Problem(args.device, None), "constrained": Problem(args.device, args.budget)}
+    rows = []
+    summary: dict[str, dict[str, Any]] = {}
+    for strategy in args.strategies:
+        seeds = args.gp_seeds if strategy == "gp" else args.seeds
+        s: dict[str, Any] = {"seeds": seeds}
+        t0 = time.perf_counter()
+        for name, problem in settings.items():
+            queries = 100 if name == "unconstrained" else 200
+            regs, tests, hvs = [], [], []
+            for seed in range(seeds):
+                r = run(strategy, problem, seed, queries, max_trials=20 * queries)
+                regret, test, hv = curves(r["trace"], problem, queries)
+                regs.append(regret)
+                tests.append(test)
+                hvs.append(hv)
+                for q in range(queries):
+                    rows.append({"strategy": strategy, "setting": name, "seed": seed, "query": q + 1,
+                                 "regret": regret[q], "test_accuracy": test[q], "hv_ratio": hv[q]})
+            regs, tests, hvs = np.array(regs), np.array(tests), np.array(hvs)
+            if name == "unconstrained":
+                s["unconstrained_test_at_100_mean"] = float(np.nanmean(tests[:, 99]))
+                s["unconstrained_regret_at_100_median"] = float(np.nanmedian(regs[:, 99]))
+            else:
+                s["constrained_regret_at_100_median"] = float(np.nanmedian(regs[:, 99]))
+                s["constrained_regret_at_100_mean"] = float(np.nanmean(regs[:, 99]))
+                s["hv_ratio_at_200_mean"] = float(np.nanmean(hvs[:, 199]))
+                s["hv_ratio_at_200_median"] = float(np.nanmedian(hvs[:, 199]))
+        s["search_seconds"] = round(time.perf_counter() - t0, 1)
+        if args.overhead_trials and strategy != "gp":
+            s["overhead_ms_per_trial_at_1000"] = 1e3 * overhead(strategy, args.overhead_trials, out)
+        summary[strategy] = s
+        print(f"{strategy:>10}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()), flush=True)
+    with open(out / "strategies.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _plots(rows, settings, out)
+    return 0
+
+
+def _plots(rows: list[dict[str, Any]], settings: dict[str, Problem], out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: wrote the CSV only (pip install matplotlib for the plots)", file=sys.stderr)
+        return
+    import collections
+
+    by = collections.defaultdict(list)
+    for r in rows:
+        by[(r["strategy"], r["setting"], r["query"])].append(r)
+    strategies = sorted({r["strategy"] for r in rows})
+    for metric, setting, fname, ylabel in (
+        ("regret", "constrained", "regret.png", "median regret (validation accuracy points)"),
+        ("hv_ratio", "constrained", "hypervolume.png", "mean hypervolume / true front's"),
+        ("test_accuracy", "unconstrained", "test_accuracy.png", "mean CIFAR-10 test accuracy of best-by-validation"),
+    ):
+        plt.figure(figsize=(6, 4))
+        for s in strategies:
+            qs = sorted({q for (st, se, q) in by if st == s and se == setting})
+            agg = np.nanmedian if metric == "regret" else np.nanmean
+            plt.plot(qs, [agg([r[metric] for r in by[(s, setting, q)]]) for q in qs], label=s)
+        plt.xlabel("queries (accuracy evaluations)")
+        plt.ylabel(ylabel)
+        if metric == "regret":
+            plt.yscale("log")
+        plt.legend()
+        plt.tight_layout()
+        plt.savefig(out / fname, dpi=120)
+        plt.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

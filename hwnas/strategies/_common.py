@@ -1,0 +1,95 @@
+"""What hwnas's own samplers share: reading the study's history as archs and fitness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hwnas.pareto import is_non_dominated
+from hwnas.spaces import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+
+#: Predicts whether an arch meets the budgets before any trial is spent on it (None: unknown).
+Feasible = Callable[[Arch], bool]
+
+
+def search_space(space: SearchSpace) -> dict[str, Any]:
+    import optuna
+
+    return {d.name: optuna.distributions.CategoricalDistribution(list(d.choices)) for d in space.dimensions()}
+
+
+def arch_of(space: SearchSpace, trial: optuna.trial.FrozenTrial) -> Arch | None:
+    """The canonical arch of a trial, or None if the trial lacks some dimension."""
+    try:
+        return space.canonical({d.name: trial.params[d.name] for d in space.dimensions()})
+    except KeyError:
+        return None
+
+
+def violation(trial: optuna.trial.FrozenTrial) -> float:
+    """Total constraint violation (0 when feasible; constraints <= 0 are met)."""
+    cons = trial.constraints or {}
+    return float(sum(max(0.0, c) for c in cons.values()))
+
+
+def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    import optuna
+
+    trials = study._get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,), use_cache=True)
+    return sorted(trials, key=lambda t: t.number)
+
+
+def fitness_keys(trials: list[optuna.trial.FrozenTrial], directions: list[Any], selection: str) -> list[tuple[float, ...]]:
+    """Sort keys, lower is better: feasible before infeasible (by violation), then by Pareto
+    rank among the feasible (``selection="pareto"``) with the first objective as tie-break, or by
+    the first objective alone (``selection="first"``)."""
+    import optuna
+
+    signs = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in directions])
+    keys: list[tuple[float, ...]] = [(1.0, violation(t), 0.0) for t in trials]
+    feasible = [i for i, t in enumerate(trials) if violation(t) == 0.0]
+    if not feasible:
+        return keys
+    values = np.array([trials[i].values for i in feasible], dtype=float) * signs  # minimise all
+    rank = np.zeros(len(feasible), dtype=int)
+    if selection == "pareto" and values.shape[1] > 1:
+        remaining = np.arange(len(feasible))
+        level = 0
+        while remaining.size:
+            mask = is_non_dominated(values[remaining], [False] * values.shape[1])
+            rank[remaining[mask]] = level
+            remaining = remaining[~mask]
+            level += 1
+    for j, i in enumerate(feasible):
+        keys[i] = (0.0, float(rank[j]), float(values[j, 0]))
+    return keys
+
+
+def propose_unique(
+    draw: Callable[[], Arch],
+    space: SearchSpace,
+    seen: set[str],
+    feasible: Feasible | None,
+    *,
+    tries: int = 100,
+) -> Arch:
+    """Draw until the arch is new (up to functional equivalence) and predicted feasible; bounded.
+
+    After ``tries`` draws the last new one (or simply the last one) is returned, so a small or
+    exhausted space never hangs the search.
+    """
+    fallback = None
+    arch = draw()
+    for _ in range(tries):
+        new = space.equivalence_key(arch) not in seen
+        if new and (feasible is None or feasible(arch)):
+            return arch
+        if new and fallback is None:
+            fallback = arch
+        arch = draw()
+    return fallback if fallback is not None else arch

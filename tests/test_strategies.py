@@ -1,0 +1,162 @@
+"""Contract tests for every registered strategy, and the defining properties of hwnas's own samplers."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from hwnas.spaces import Arch, Dimension, SearchSpace
+from hwnas.strategies import STRATEGIES, make_sampler
+from hwnas.strategies.evolution import RegularizedEvolutionSampler
+from hwnas.strategies.reinforce import ReinforceSampler, mnasnet_reward
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+BUDGET = 4.0
+
+
+class ToySpace(SearchSpace):
+    """Three dimensions of five levels. Accuracy 10*(a+b+c), latency a+b: under a budget of 4 the
+    optimum is a+b = 4, c = 4 (accuracy 80), five of the 125 points."""
+
+    name = "toy"
+
+    def dimensions(self) -> list[Dimension]:
+        return [Dimension(n, (0, 1, 2, 3, 4)) for n in ("a", "b", "c")]
+
+    def to_string(self, arch: Arch) -> str:
+        return "{a}{b}{c}".format(**arch)
+
+    def from_string(self, text: str) -> Arch:
+        return dict(zip("abc", map(int, text), strict=True))
+
+    def smallest(self) -> Arch:
+        return {"a": 0, "b": 0, "c": 0}
+
+    def input_shape(self, arch: Arch) -> tuple[int, int, int]:
+        return (1, 1, 1)
+
+    def build(self, arch: Arch):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+
+SPACE = ToySpace()
+
+
+def objective(trial: optuna.Trial) -> tuple[float, float]:
+    arch = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in SPACE.dimensions()}
+    lat = float(arch["a"] + arch["b"])
+    trial.set_constraint("latency", lat - BUDGET)
+    return (10.0 * (arch["a"] + arch["b"] + arch["c"]) if lat <= BUDGET else 0.0), lat
+
+
+def best_feasible(study: optuna.Study) -> float:
+    vals = [t.values[0] for t in study.trials if t.values and all(c <= 0 for c in t.constraints.values())]
+    return max(vals, default=-1.0)
+
+
+def _sampler(name: str, seed: int = 0, feasible=None):  # type: ignore[no-untyped-def]
+    return make_sampler(name, seed=seed, space=SPACE, latency_ms=BUDGET, feasible=feasible)
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+class TestStrategyContract:
+    def test_finds_the_constrained_optimum(self, name: str) -> None:
+        trials = 40 if name == "gp" else 100
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(name))
+        study.optimize(objective, n_trials=trials)
+        assert best_feasible(study) == 80.0
+
+    def test_resumes_from_a_stored_study(self, name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        url = f"sqlite:///{tmp_path / 's.db'}"
+        first = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(name), storage=url, study_name="s")
+        first.optimize(objective, n_trials=12)
+        again = optuna.load_study(study_name="s", storage=url, sampler=_sampler(name, seed=1))
+        again.optimize(objective, n_trials=12)
+        assert len(again.trials) == 24
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in again.trials)
+
+    def test_never_proposes_outside_the_space(self, name: str) -> None:
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(name, seed=3))
+        study.optimize(objective, n_trials=15)
+        for t in study.trials:
+            SPACE.validate({k: t.params[k] for k in "abc"})
+
+
+def test_evolution_removes_the_oldest_not_the_worst() -> None:
+    sampler = RegularizedEvolutionSampler(space=SPACE, population=5, tournament=5, seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    # Trial 0 is the best network ever seen; five mediocre ones follow it.
+    study.enqueue_trial({"a": 2, "b": 2, "c": 4})
+    for c in range(5):
+        study.enqueue_trial({"a": 0, "b": 0, "c": c})
+    study.optimize(objective, n_trials=6)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    # With the whole population in the tournament the fittest member always wins: it must be a
+    # survivor (c = 4 of the last five), never trial 0, which has aged out although it is the best.
+    for _ in range(20):
+        parent = sampler.select_parent(study, trials)
+        assert parent.number != 0 and parent.params["c"] == 4
+
+
+def test_evolution_selection_puts_feasible_first_then_pareto_rank() -> None:
+    from hwnas.strategies._common import fitness_keys
+
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    for params in ({"a": 4, "b": 4, "c": 4}, {"a": 0, "b": 0, "c": 1}, {"a": 2, "b": 2, "c": 4}, {"a": 1, "b": 0, "c": 0}):
+        study.enqueue_trial(params)
+    study.optimize(objective, n_trials=4)
+    t = sorted(study.trials, key=lambda t: t.number)
+    keys = fitness_keys(t, list(study.directions), "pareto")
+    assert keys[0][0] == 1.0  # infeasible (latency 8 > 4) sorts last
+    assert keys[1][1] == 0 and keys[2][1] == 0  # both on the front: fastest, and most accurate
+    assert keys[3][1] == 1  # dominated by trial 1 (slower and less accurate)
+    assert min(range(4), key=lambda i: keys[i]) == 2  # front ties broken by accuracy
+
+
+def test_evolution_avoids_evaluated_and_predicted_infeasible_children() -> None:
+    feasible = lambda arch: arch["a"] + arch["b"] <= BUDGET  # noqa: E731
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler("evolution", feasible=feasible))
+    study.optimize(objective, n_trials=60)
+    archs = [SPACE.to_string({k: t.params[k] for k in "abc"}) for t in study.trials]
+    assert len(set(archs)) == len(archs)
+    assert all(t.params["a"] + t.params["b"] <= BUDGET for t in study.trials)
+
+
+def test_mnasnet_reward_modes() -> None:
+    assert mnasnet_reward(0.9, 5.0, 5.0, "soft") == pytest.approx(0.9)
+    assert mnasnet_reward(0.9, 10.0, 5.0, "soft") == pytest.approx(0.9 * 2**-0.07)  # doubling latency costs ~5 %
+    assert mnasnet_reward(0.9, 2.5, 5.0, "hard") == pytest.approx(0.9)  # alpha = 0: no bonus for being faster
+    assert mnasnet_reward(0.9, 10.0, 5.0, "hard") == pytest.approx(0.45)
+    assert mnasnet_reward(0.9, 5.1, 5.0, "constraint") == 0.0
+
+
+def test_reinforce_learns_and_its_entropy_bonus_spreads_the_policy() -> None:
+    s = ReinforceSampler(space=SPACE, latency_target_ms=BUDGET, entropy=0.0, seed=0)
+    good, bad = {"a": 0, "b": 0, "c": 4}, {"a": 0, "b": 0, "c": 0}
+    for _ in range(30):
+        s.update(good, 90.0, 1.0)
+        s.update(bad, 10.0, 1.0)
+    p_c = s.probabilities()[2]
+    assert p_c[4] > 0.9 and p_c[0] < 0.05
+    # With no advantage, only the entropy term acts: it raises the entropy.
+    s2 = ReinforceSampler(space=SPACE, latency_target_ms=BUDGET, entropy=1.0, seed=0)
+    s2.logits[2] = np.array([3.0, 0.0, 0.0, 0.0, 0.0])
+    before = s2.entropy_value()
+    s2.baseline = mnasnet_reward(0.5, 1.0, BUDGET, "soft")
+    s2.update({"a": 0, "b": 0, "c": 0}, 50.0, 1.0)  # reward equals the baseline: advantage 0
+    assert s2.entropy_value() > before
+
+
+def test_reinforce_policy_is_rebuilt_from_history() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler("reinforce"))
+    study.optimize(objective, n_trials=25)
+    a = ReinforceSampler(space=SPACE, latency_target_ms=BUDGET, seed=5)
+    b = ReinforceSampler(space=SPACE, latency_target_ms=BUDGET, seed=9)
+    from hwnas.strategies._common import complete_trials
+
+    a._sync(complete_trials(study))
+    b._sync(complete_trials(study))
+    for pa, pb in zip(a.probabilities(), b.probabilities(), strict=True):
+        assert np.allclose(pa, pb)
+    assert a.entropy_value() < sum(np.log(5) for _ in range(3))  # it learnt something
