@@ -34,7 +34,7 @@ import numpy as np
 import optuna
 
 from hwnas.benchdata import nb201_latency, nb201_table
-from hwnas.pareto import hypervolume_2d, is_non_dominated
+from hwnas.pareto import hypervolume_2d
 from hwnas.spaces import get_space
 from hwnas.strategies import STRATEGIES, make_sampler
 
@@ -155,8 +155,17 @@ def main() -> int:
                 tests.append(test)
                 hvs.append(hv)
                 for q in range(queries):
-                    rows.append({"strategy": strategy, "setting": name, "seed": seed, "query": q + 1,
-                                 "regret": regret[q], "test_accuracy": test[q], "hv_ratio": hv[q]})
+                    rows.append(
+                        {
+                            "strategy": strategy,
+                            "setting": name,
+                            "seed": seed,
+                            "query": q + 1,
+                            "regret": regret[q],
+                            "test_accuracy": test[q],
+                            "hv_ratio": hv[q],
+                        }
+                    )
             regs, tests, hvs = np.array(regs), np.array(tests), np.array(hvs)
             if name == "unconstrained":
                 s["unconstrained_test_at_100_mean"] = float(np.nanmean(tests[:, 99]))

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from hwnas import __version__
 from hwnas.errors import HwnasError, UsageError
-from hwnas.units import parse_latency_ms
+from hwnas.units import parse_count_m, parse_latency_ms
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +58,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         storage=args.storage or "",
         study=args.study or "",
         export=not args.no_export,
+        flops_m=args.flops,
+        params_m=args.params,
         latency_source=args.latency_source,
         table=args.table or "",
         allow_foreign_table=args.allow_foreign_table,
@@ -274,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="latency budget with unit, e.g. 20ms, 500us (default 20ms)",
     )
+    s.add_argument(
+        "--flops",
+        type=lambda t: parse_count_m(t, "FLOPs budget"),
+        metavar="F",
+        help="also a FLOPs budget (conv + linear multiply-adds), e.g. 300M",
+    )
+    s.add_argument("--params", type=lambda t: parse_count_m(t, "parameter budget"), metavar="P", help="also a parameter budget, e.g. 5M")
     s.add_argument("--trials", type=_positive_int, default=100, help="trial budget, counting trials already in the study (default 100)")
     s.add_argument("--strategy", default="tpe", help="random | tpe (default tpe)")
     s.add_argument("--evaluator", default="table", help="accuracy evaluator (default table)")

@@ -23,7 +23,7 @@ from hwnas.device import Device, get_device
 from hwnas.errors import InfeasibleError, UsageError
 from hwnas.evaluate import Evaluator, make_evaluator
 from hwnas.pareto import is_non_dominated
-from hwnas.spaces import SearchSpace
+from hwnas.spaces import Arch, SearchSpace
 from hwnas.spaces.nb201 import NB201Space
 from hwnas.strategies import STRATEGIES, make_sampler
 from hwnas.units import format_ms
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 StudyDirection = Literal["maximize", "minimize"]
 #: Settings that define a study: resuming with a different value would mix incomparable trials.
-IDENTITY_KEYS = ("space", "dataset", "device", "latency_ms", "evaluator", "latency_model")
+IDENTITY_KEYS = ("space", "dataset", "device", "latency_ms", "flops_m", "params_m", "evaluator", "latency_model")
 DIRECTIONS: list[StudyDirection] = ["maximize", "minimize"]  # accuracy %, latency ms
 #: Accuracy recorded for an over-budget trial, whose accuracy is never evaluated (see accuracy_source).
 NOT_EVALUATED = 0.0
@@ -47,6 +47,9 @@ class SearchConfig:
     dataset: str = "cifar10"
     device: str = "cpu"
     latency_ms: float = 20.0
+    #: Optional budgets on FLOPs (conv + linear multiply-adds) and parameters, in millions.
+    flops_m: float | None = None
+    params_m: float | None = None
     trials: int = 100
     strategy: str = "tpe"
     seed: int = 0
@@ -185,7 +188,6 @@ class Search:
         arch = self.space.canonical({d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in self.space.dimensions()})
         text = self.space.to_string(arch)
         trial.set_user_attr("arch", text)
-        budget = self.config.latency_ms
         prior = self._seen.get(self.space.key(arch))
         if prior is not None:
             # The same network was already evaluated in this study: reuse its numbers, don't pay twice.
@@ -195,7 +197,8 @@ class Search:
             trial.set_user_attr("reused_from_trial", prior.number)
             trial.set_user_attr("arch", text)
             latency = float(old.user_attrs["latency_ms"])
-            trial.set_constraint("latency_ms", latency - budget)
+            for name, value in old.constraints.items():
+                trial.set_constraint(name, value)
             return float(old.values[0]), latency
         model = self.space.build(arch)
         lat = self.latency_model.latency(arch, model)
@@ -210,9 +213,9 @@ class Search:
         trial.set_user_attr("flops_m", cc.flops_m)
         trial.set_user_attr("params_m", cc.params_m)
         trial.set_user_attr("flops_source", cc.source)
-        trial.set_constraint("latency_ms", lat.ms - budget)
-        if lat.ms > budget:
-            trial.set_user_attr("accuracy_source", "not evaluated: over the latency budget")
+        over = self._set_constraints(trial, lat.ms, cc.flops_m, cc.params_m)
+        if over:
+            trial.set_user_attr("accuracy_source", f"not evaluated: over the {' and '.join(over)} budget")
             return NOT_EVALUATED, lat.ms
         acc = self.evaluator.evaluate(arch)
         trial.set_user_attr("accuracy", acc.value)
@@ -220,6 +223,19 @@ class Search:
         for key, value in acc.extras.items():
             trial.set_user_attr(key, value)
         return acc.value, lat.ms
+
+    def _set_constraints(self, trial: optuna.Trial, latency_ms: float, flops_m: float, params_m: float) -> list[str]:
+        """Record every budget as a constraint (<= 0 is met); return the names of those missed."""
+        c = self.config
+        budgets = [("latency_ms", latency_ms, c.latency_ms), ("flops_m", flops_m, c.flops_m), ("params_m", params_m, c.params_m)]
+        over = []
+        for name, value, limit in budgets:
+            if limit is None:
+                continue
+            trial.set_constraint(name, value - limit)
+            if value > limit:
+                over.append(name.split("_")[0])
+        return over
 
     def _after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         import optuna
@@ -231,7 +247,7 @@ class Search:
         key = self.space.key(self.space.from_string(arch_text))
         self._seen.setdefault(key, trial)
         acc, lat = trial.values
-        feasible = lat <= self.config.latency_ms
+        feasible = bool(trial.constraints) and all(v <= 0 for v in trial.constraints.values())
         if feasible and (self._best is None or (acc, -lat) > (self._best[0], -self._best[1])):
             self._best = (acc, lat, trial.number)
         done = self._count_complete(study)
@@ -367,6 +383,8 @@ class Search:
             "dataset": self.config.dataset if isinstance(self.space, NB201Space) else None,
             "device": self.device.name,
             "latency_budget_ms": self.config.latency_ms,
+            "flops_budget_m": self.config.flops_m,
+            "params_budget_m": self.config.params_m,
             "strategy": self.config.strategy,
             "seed": self.config.seed,
             "evaluator": self.evaluator.describe(),

@@ -45,3 +45,22 @@ def format_ms(value_ms: float) -> str:
     """Inverse of :func:`parse_latency_ms` for file names and messages: ``20ms``, ``0.5ms``."""
     text = f"{value_ms:.12f}".rstrip("0").rstrip(".")
     return f"{text}ms"
+
+
+_COUNT = re.compile(r"(?P<num>\d+(?:\.\d+)?|\.\d+)(?P<unit>[kKmMgG]?)")
+_TO_M = {"": 1e-6, "k": 1e-3, "K": 1e-3, "m": 1.0, "M": 1.0, "g": 1e3, "G": 1e3}
+
+
+def parse_count_m(text: str, what: str = "count") -> float:
+    """Parse ``'300M'``, ``'5M'``, ``'1.2G'``, ``'800K'`` or a plain number into millions.
+
+    Raises:
+        UsageError: naming the value and giving a valid example.
+    """
+    m = _COUNT.fullmatch(text.strip()) if isinstance(text, str) else None
+    if m is None:
+        raise UsageError(f"invalid {what} {text!r}; write a positive number with an optional K, M or G suffix, e.g. 300M")
+    value = float(m["num"]) * _TO_M[m["unit"]]
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"invalid {what} {text!r}: it must be positive and finite, e.g. 300M")
+    return value

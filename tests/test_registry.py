@@ -100,5 +100,7 @@ def test_space_is_registered_under_its_own_name(name: str) -> None:
 def test_strategy_factories_make_seeded_samplers(name: str) -> None:
     import optuna
 
-    sampler = STRATEGIES.get(name)(seed=0)
+    from hwnas.strategies import make_sampler
+
+    sampler = make_sampler(name, seed=0, space=SPACES.get("nb201"), latency_ms=5.0)
     assert isinstance(sampler, optuna.samplers.BaseSampler)

@@ -188,3 +188,14 @@ def test_any_optuna_storage_url_and_study_name(tmp_path: Path) -> None:
 def test_unusable_storage_url_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot open storage"):
         Search(_config(tmp_path, storage="nosuchdb://x/y")).run()
+
+
+def test_flops_and_params_budgets_are_constraints(tmp_path: Path) -> None:
+    search = Search(_config(tmp_path, latency_ms=100.0, trials=25, strategy="random", flops_m=60.0, params_m=0.5))
+    report = search.run()
+    assert report["flops_m"] <= 60.0 and report["params_m"] <= 0.5
+    for t in search._study().get_trials():
+        assert set(t.constraints) == {"latency_ms", "flops_m", "params_m"}
+        over = t.user_attrs["flops_m"] > 60.0 or t.user_attrs["params_m"] > 0.5
+        assert over == t.user_attrs["accuracy_source"].startswith("not evaluated")
+    assert report["trials"]["infeasible"] > 0

@@ -111,3 +111,18 @@ def test_overflowing_number_is_refused() -> None:
     except UsageError:
         return
     assert math.isfinite(value)
+
+
+@pytest.mark.parametrize(("text", "millions"), [("300M", 300.0), ("5M", 5.0), ("1.2G", 1200.0), ("800K", 0.8), ("2500000", 2.5)])
+def test_parse_count(text: str, millions: float) -> None:
+    from hwnas.units import parse_count_m
+
+    assert parse_count_m(text) == pytest.approx(millions)
+
+
+@pytest.mark.parametrize("text", ["", "M", "-5M", "0M", "5 M", "5T", "lots", "1e3M"])
+def test_parse_count_rejects(text: str) -> None:
+    from hwnas.units import parse_count_m
+
+    with pytest.raises(UsageError, match="300M"):
+        parse_count_m(text, "FLOPs budget")

@@ -52,7 +52,7 @@ def gp_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
         from hwnas.errors import UsageError
 
         raise UsageError("strategy 'gp' needs scipy: pip install scipy (or pick --strategy tpe)") from None
-    return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
+    return optuna.samplers.GPSampler(seed=seed)
 
 
 @STRATEGIES.register("nsga2")
@@ -64,7 +64,9 @@ def nsga2_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
 
 
 @STRATEGIES.register("evolution")
-def evolution_sampler(*, seed: int, space: SearchSpace, feasible: Feasible | None = None, **opts: Any) -> optuna.samplers.BaseSampler:
+def evolution_sampler(
+    *, seed: int, space: SearchSpace, feasible: Feasible | None = None, latency_ms: float | None = None, **opts: Any
+) -> optuna.samplers.BaseSampler:
     """Regularized (aging) evolution with Pareto, constraint-aware selection (see evolution.py)."""
     from hwnas.strategies.evolution import RegularizedEvolutionSampler
 

@@ -77,19 +77,22 @@ def propose_unique(
     feasible: Feasible | None,
     *,
     tries: int = 100,
+    rescue: Callable[[], Arch] | None = None,
 ) -> Arch:
     """Draw until the arch is new (up to functional equivalence) and predicted feasible; bounded.
 
-    After ``tries`` draws the last new one (or simply the last one) is returned, so a small or
-    exhausted space never hangs the search.
+    When ``tries`` draws find none (a parent whose neighbourhood is exhausted), ``rescue`` (e.g.
+    a uniform sample) gets as many tries; then the first new arch seen, or the last drawn, is
+    returned, so a small or exhausted space never hangs the search.
     """
     fallback = None
     arch = draw()
-    for _ in range(tries):
-        new = space.equivalence_key(arch) not in seen
-        if new and (feasible is None or feasible(arch)):
-            return arch
-        if new and fallback is None:
-            fallback = arch
-        arch = draw()
+    for source in (draw, rescue) if rescue is not None else (draw,):
+        for _ in range(tries):
+            new = space.equivalence_key(arch) not in seen
+            if new and (feasible is None or feasible(arch)):
+                return arch
+            if new and fallback is None:
+                fallback = arch
+            arch = source()
     return fallback if fallback is not None else arch

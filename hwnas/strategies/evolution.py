@@ -92,7 +92,14 @@ class RegularizedEvolutionSampler(_optuna.samplers.BaseSampler):
             return dict(arch)
         parent = arch_of(self.space, self.select_parent(study, trials))
         assert parent is not None
-        child = propose_unique(lambda: self.space.mutate(parent, self._rng, self.mutations), self.space, seen, self.feasible)
+        child = propose_unique(
+            lambda: self.space.mutate(parent, self._rng, self.mutations),
+            self.space,
+            seen,
+            self.feasible,
+            tries=50,
+            rescue=lambda: self.space.sample(self._rng),
+        )
         return dict(child)
 
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str, param_distribution: Any) -> Any:

@@ -39,7 +39,8 @@ def mnasnet_reward(accuracy: float, latency: float, target: float, mode: str) ->
     if beta is None:  # hard constraint
         return accuracy if latency <= target else 0.0
     w = alpha if latency <= target else beta
-    return float(accuracy * (latency / target) ** w)
+    # Degenerate cells can have a ~0 latency in a table; keep the power finite.
+    return float(accuracy * (max(latency, 1e-9 * target) / target) ** w)
 
 
 class ReinforceSampler(_optuna.samplers.BaseSampler):
