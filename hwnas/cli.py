@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--params", type=lambda t: parse_count_m(t, "parameter budget"), metavar="P", help="also a parameter budget, e.g. 5M")
     s.add_argument("--trials", type=_positive_int, default=100, help="trial budget, counting trials already in the study (default 100)")
-    s.add_argument("--strategy", default="tpe", help="random | tpe (default tpe)")
+    s.add_argument("--strategy", default="tpe", help="random | tpe | gp | nsga2 | evolution | reinforce (default tpe)")
     s.add_argument("--evaluator", default="table", help="accuracy evaluator (default table)")
     s.add_argument("--seed", type=_int, default=0)
     s.add_argument("--out", help="run folder (default hwnas-runs/<space>-<device>-<latency>-<strategy>-seed<seed>); rerun to resume")

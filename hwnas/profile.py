@@ -31,7 +31,7 @@ DEFAULT_CALIBRATE = {"nb201": 100, "mbconv": 80}
 
 #: Each block and network is measured in this many interleaved rounds; the fastest round's median is kept.
 #: A disturbance on a shared machine only ever slows a run down, and rarely hits the same model twice.
-ROUNDS = 2
+ROUNDS = 3
 
 
 def measure_models(

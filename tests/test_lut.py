@@ -90,7 +90,7 @@ def test_table_schema_and_metadata(nb201_table: LatencyTable) -> None:
         assert key in d["measurement"]
     assert set(d["entries"]) == set(all_blocks(get_space("nb201")))
     for e in d["entries"].values():
-        assert e["median_ms"] > 0 and e["count"] == 5 and "iqr_ms" in e and e["rounds"] == 2
+        assert e["median_ms"] > 0 and e["count"] == 5 and "iqr_ms" in e and e["rounds"] == 3
     assert d["check"]["n"] == 4 and 0 <= d["check"]["within_10pct"] <= 1
     assert len(d["calibration"]["coef"]) == len(d["calibration"]["feature_names"])
 
