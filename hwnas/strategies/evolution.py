@@ -46,7 +46,7 @@ class RegularizedEvolutionSampler(_optuna.samplers.BaseSampler):
         *,
         space: SearchSpace,
         population: int = 20,
-        tournament: int = 5,
+        tournament: int = 10,
         mutations: int = 1,
         selection: str = "pareto",
         feasible: Feasible | None = None,
