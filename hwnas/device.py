@@ -48,6 +48,10 @@ class Device:
     tables: dict[str, TableRef] = field(default_factory=dict)
     path: str = ""
 
+    def measurement_settings(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`hwnas.cost.measure.measure_onnx` for this device."""
+        return {"provider": self.provider, "threads": self.threads, "batch": self.batch, "warmup": self.warmup, "repeats": self.repeats}
+
     def covers(self, space: str) -> bool:
         return self.kind == "onnxruntime" or space in self.tables
 

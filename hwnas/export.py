@@ -106,15 +106,7 @@ def export_verified(
     _atomic_write(path, data)
     measurement = None
     if device is not None and device.kind == "onnxruntime":
-        measurement = measure_onnx(
-            str(path),
-            shape,
-            provider=device.provider,
-            threads=device.threads,
-            batch=device.batch,
-            warmup=device.warmup,
-            repeats=device.repeats,
-        )
+        measurement = measure_onnx(str(path), shape, **device.measurement_settings())
     return ExportResult(
         path=str(path),
         size_bytes=len(data),

@@ -48,15 +48,7 @@ def measure_models(
         order = range(n) if r % 2 == 0 else range(n - 1, -1, -1)
         for j, i in enumerate(order):
             data, shape = models[i]
-            m = measure_onnx(
-                data,
-                shape,
-                provider=device.provider,
-                threads=device.threads,
-                batch=device.batch,
-                warmup=device.warmup,
-                repeats=device.repeats,
-            )
+            m = measure_onnx(data, shape, **device.measurement_settings())
             med[r, i] = m.median_ms
             if m.median_ms <= min(med[:, i]):
                 stats[i] = {"median_ms": m.median_ms, "p90_ms": m.p90_ms, "iqr_ms": m.iqr_ms, "count": m.repeats}

@@ -66,8 +66,7 @@ class MeasuredLatency(LatencyModel):
             model = self.space.build(arch)
         shape = self.space.input_shape(arch)
         onnx_bytes = to_onnx_bytes(model, shape, exporter="torchscript")
-        d = self.device
-        m = measure_onnx(onnx_bytes, shape, provider=d.provider, threads=d.threads, batch=d.batch, warmup=d.warmup, repeats=d.repeats)
+        m = measure_onnx(onnx_bytes, shape, **self.device.measurement_settings())
         return Latency(ms=m.median_ms, source="measured", details=m.as_dict())
 
     def lower_bound(self) -> tuple[Latency, Arch]:
