@@ -225,6 +225,44 @@ def _arch_from_run(run: Any, trial: int | None) -> tuple[str, str, dict[str, Any
     )
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwnas.report import draw, run_summary
+
+    run = Path(args.run)
+    summary = run_summary(run)
+    out = Path(args.out) if args.out else run
+    paths = [] if args.no_plots else draw(summary, out)
+    feas = summary["feasible"]
+    front = summary["front"]
+    result: dict[str, Any] = {
+        "run": str(run),
+        "trials": len(feas),
+        "feasible": int(feas.sum()),
+        "front": [
+            {"trial": summary["numbers"][i], "accuracy": float(summary["accuracy"][i]), "latency_ms": float(summary["latency_ms"][i])}
+            for i in sorted(range(len(front)), key=lambda i: summary["latency_ms"][i])
+            if front[i]
+        ],
+        "hypervolume": float(summary["hypervolume"][-1]),
+        "hypervolume_reference": list(summary["reference"]),
+        "plots": [str(p) for p in paths],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{run}: {result['trials']} trials, {result['feasible']} feasible, {len(result['front'])} on the front, "
+        f"hypervolume {result['hypervolume']:.4g} (reference accuracy 0 %, latency {summary['reference'][1]:g} ms)"
+    )
+    for p in result["front"]:
+        print(f"  trial {p['trial']:>4}: {p['accuracy']:6.2f} % at {p['latency_ms']:.4g} ms")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from hwnas.device import get_device, list_devices
 
@@ -333,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", "-q", action="store_true")
     pr.set_defaults(handler=cmd_profile)
 
+    rp = sub.add_parser("report", help="Pareto front and hypervolume curve of a run (PNG and numbers)")
+    rp.add_argument("run", help="a run folder of 'hwnas search'")
+    rp.add_argument("--out", help="folder for the plots (default: the run folder)")
+    rp.add_argument("--no-plots", action="store_true", help="numbers only (no matplotlib needed)")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(handler=cmd_report)
+
     d = sub.add_parser("devices", help="list latency targets")
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=cmd_devices)
@@ -384,6 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HwnasError as exc:
         _err(f"hwnas: error: {exc}")
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`hwnas ... | head`): stop quietly, as Unix tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         _err("hwnas: interrupted; completed trials are kept in the study, rerun the same command to resume")
         return 130

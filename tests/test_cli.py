@@ -157,3 +157,46 @@ def test_profile_cuda_without_provider_is_refused(capsys: pytest.CaptureFixture[
     code = main(["profile", "--device", "cuda", "--out", str(tmp_path / "t.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "not installed" in err[-1] and "onnxruntime-gpu" in err[-1]
+
+
+def test_report_draws_front_and_hypervolume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "search",
+                "--device",
+                "pixel3",
+                "--latency",
+                "5ms",
+                "--trials",
+                "30",
+                "--strategy",
+                "evolution",
+                "--out",
+                str(run),
+                "-q",
+                "--no-export",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["report", str(run), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["trials"] == 30 and 0 < len(rep["front"]) <= rep["feasible"]
+    assert len({p["trial"] for p in rep["front"]}) == len(rep["front"])
+    assert all(p["latency_ms"] <= 5.0 for p in rep["front"]) and rep["hypervolume"] > 0
+    for name in ("front.png", "hypervolume.png"):
+        data = (run / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    # Hypervolume never decreases as trials accumulate.
+    from hwnas.report import run_summary
+
+    hv = run_summary(run)["hypervolume"]
+    assert (np.diff(hv) >= -1e-12).all()
+
+
+def test_report_of_a_non_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
