@@ -45,11 +45,20 @@ def _err(text: str) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from hwnas.search import Search, SearchConfig
 
+    devices = args.device or ["cpu"]
+    latencies = args.latency or [parse_latency_ms("20ms")]
+    if len(devices) != len(latencies):
+        raise UsageError(
+            f"{len(devices)} --device but {len(latencies)} --latency; give one budget per device, in order, "
+            "e.g. --device cpu --latency 2ms --device pixel3 --latency 5ms"
+        )
     config = SearchConfig(
         space=args.space,
         dataset=args.dataset,
-        device=args.device,
-        latency_ms=args.latency,
+        device=devices[0],
+        latency_ms=latencies[0],
+        also_devices=devices[1:],
+        also_latency_ms=latencies[1:],
         trials=args.trials,
         strategy=args.strategy,
         seed=args.seed,
@@ -306,13 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet16-120"], help="nb201 benchmark dataset (default cifar10)"
     )
-    s.add_argument("--device", default="cpu", help="latency target (see 'hwnas devices'; default cpu)")
+    s.add_argument(
+        "--device",
+        action="append",
+        help="latency target (see 'hwnas devices'; default cpu); repeat for several devices, one --latency each",
+    )
     s.add_argument(
         "--latency",
         type=parse_latency_ms,
-        default=parse_latency_ms("20ms"),
+        action="append",
         metavar="T",
-        help="latency budget with unit, e.g. 20ms, 500us (default 20ms)",
+        help="latency budget with unit, e.g. 20ms, 500us (default 20ms); one per --device, in order",
     )
     s.add_argument(
         "--flops",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,7 +33,18 @@ if TYPE_CHECKING:
 
 StudyDirection = Literal["maximize", "minimize"]
 #: Settings that define a study: resuming with a different value would mix incomparable trials.
-IDENTITY_KEYS = ("space", "dataset", "device", "latency_ms", "flops_m", "params_m", "evaluator", "latency_model")
+IDENTITY_KEYS = (
+    "space",
+    "dataset",
+    "device",
+    "latency_ms",
+    "flops_m",
+    "params_m",
+    "also_devices",
+    "also_latency_ms",
+    "evaluator",
+    "latency_model",
+)
 DIRECTIONS: list[StudyDirection] = ["maximize", "minimize"]  # accuracy %, latency ms
 #: Accuracy recorded for an over-budget trial, whose accuracy is never evaluated (see accuracy_source).
 NOT_EVALUATED = 0.0
@@ -50,6 +61,10 @@ class SearchConfig:
     #: Optional budgets on FLOPs (conv + linear multiply-adds) and parameters, in millions.
     flops_m: float | None = None
     params_m: float | None = None
+    #: Further devices, each with its own latency budget (ms), searched as constraints beside the
+    #: first device (whose latency is the second objective).
+    also_devices: list[str] = field(default_factory=list)
+    also_latency_ms: list[float] = field(default_factory=list)
     trials: int = 100
     strategy: str = "tpe"
     seed: int = 0
@@ -116,6 +131,18 @@ class Search:
         warning = getattr(self.latency_model, "quality_warning", lambda: None)()
         if warning:
             log(warning)
+        if len(config.also_devices) != len(config.also_latency_ms):
+            raise UsageError(
+                f"{1 + len(config.also_devices)} devices but {1 + len(config.also_latency_ms)} latency budgets; give one --latency per "
+                "--device, in the same order, e.g. --device cpu --latency 2ms --device pixel3 --latency 5ms"
+            )
+        names = [config.device, *config.also_devices]
+        if len(set(names)) != len(names):
+            raise UsageError(f"--device {names} names a device twice; name each once")
+        self.also: list[tuple[Device, LatencyModel, float]] = []
+        for name, budget in zip(config.also_devices, config.also_latency_ms, strict=True):
+            dev = get_device(name)
+            self.also.append((dev, latency_model_for(dev, self.space, "auto", log=log), budget))
         self.evaluator: Evaluator = make_evaluator(config.evaluator, self.space)
         config.out = config.out or config.default_out()
         self.out = Path(config.out)
@@ -213,7 +240,13 @@ class Search:
         trial.set_user_attr("flops_m", cc.flops_m)
         trial.set_user_attr("params_m", cc.params_m)
         trial.set_user_attr("flops_source", cc.source)
-        over = self._set_constraints(trial, lat.ms, cc.flops_m, cc.params_m)
+        also = []
+        for dev, model_, limit in self.also:
+            other = model_.latency(arch, model)
+            trial.set_user_attr(f"latency_ms@{dev.name}", other.ms)
+            trial.set_user_attr(f"latency_source@{dev.name}", other.source)
+            also.append((f"latency_ms@{dev.name}", other.ms, limit))
+        over = self._set_constraints(trial, lat.ms, cc.flops_m, cc.params_m, also)
         if over:
             trial.set_user_attr("accuracy_source", f"not evaluated: over the {' and '.join(over)} budget")
             return NOT_EVALUATED, lat.ms
@@ -224,17 +257,19 @@ class Search:
             trial.set_user_attr(key, value)
         return acc.value, lat.ms
 
-    def _set_constraints(self, trial: optuna.Trial, latency_ms: float, flops_m: float, params_m: float) -> list[str]:
+    def _set_constraints(
+        self, trial: optuna.Trial, latency_ms: float, flops_m: float, params_m: float, also: Sequence[tuple[str, float, float]] = ()
+    ) -> list[str]:
         """Record every budget as a constraint (<= 0 is met); return the names of those missed."""
         c = self.config
-        budgets = [("latency_ms", latency_ms, c.latency_ms), ("flops_m", flops_m, c.flops_m), ("params_m", params_m, c.params_m)]
+        budgets = [("latency_ms", latency_ms, c.latency_ms), ("flops_m", flops_m, c.flops_m), ("params_m", params_m, c.params_m), *also]
         over = []
         for name, value, limit in budgets:
             if limit is None:
                 continue
             trial.set_constraint(name, value - limit)
             if value > limit:
-                over.append(name.split("_")[0])
+                over.append(name.replace("_ms@", " on ").replace("_ms", "").replace("_m", ""))
         return over
 
     def _after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -286,6 +321,14 @@ class Search:
                 f"search {self.space.name} on {self.device.name} under {format_ms(budget)}: "
                 f"fastest probe {self.space.to_string(bound_arch)} = {bound.ms:.3f} ms ({bound.source})"
             )
+            for dev, model_, limit in self.also:
+                other, other_arch = model_.lower_bound()
+                if other.ms > limit:
+                    raise InfeasibleError(
+                        f"no {self.space.name} architecture can meet {format_ms(limit)} on {dev.name}: "
+                        f"{self.space.to_string(other_arch)} takes {other.ms:.4g} ms ({other.source}); "
+                        f"raise its --latency to at least {other.ms:.4g}ms"
+                    )
             if bound.ms > budget:
                 what = (
                     "the fastest architecture in the space"
@@ -330,10 +373,10 @@ class Search:
 
     def _cheap_feasibility(self) -> Callable[[Arch], bool] | None:
         """A budget predicate for strategies when latency costs nothing to know (a table), else None."""
-        if self.latency_model.kind == "measured":
+        models = [(self.latency_model, self.config.latency_ms)] + [(m, b) for _, m, b in self.also]
+        if any(m.kind == "measured" for m, _ in models):
             return None
-        budget = self.config.latency_ms
-        return lambda arch: self.latency_model.latency(arch).ms <= budget
+        return lambda arch: all(m.latency(arch).ms <= b for m, b in models)
 
     def _after_trial_quiet(self, trial: optuna.trial.FrozenTrial) -> None:
         log, self.log = self.log, lambda s: None
@@ -383,6 +426,7 @@ class Search:
             "dataset": self.config.dataset if isinstance(self.space, NB201Space) else None,
             "device": self.device.name,
             "latency_budget_ms": self.config.latency_ms,
+            "also_devices": [{"device": d.name, "latency_budget_ms": b, "latency_model": m.describe()} for d, m, b in self.also],
             "flops_budget_m": self.config.flops_m,
             "params_budget_m": self.config.params_m,
             "strategy": self.config.strategy,
@@ -414,6 +458,7 @@ class Search:
             "latency_p90_ms": a.get("latency_p90_ms"),
             "flops_m": a.get("flops_m"),
             "params_m": a.get("params_m"),
+            "latency_ms_also": {d.name: a.get(f"latency_ms@{d.name}") for d, _, _ in self.also} or None,
             "nb201_index": a.get("nb201_index"),
         }
 

@@ -200,3 +200,32 @@ def test_report_draws_front_and_hypervolume(tmp_path: Path, capsys: pytest.Captu
 def test_report_of_a_non_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_several_devices_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--device", "pixel3", "--latency", "5ms", "--device", "raspi4", "--out", str(tmp_path / "r")]) == 2
+    assert "one budget per device" in capsys.readouterr().err
+    code = main(
+        [
+            "search",
+            "--device",
+            "pixel3",
+            "--latency",
+            "5ms",
+            "--device",
+            "raspi4",
+            "--latency",
+            "15ms",
+            "--trials",
+            "15",
+            "--strategy",
+            "evolution",
+            "--out",
+            str(tmp_path / "r2"),
+            "--json",
+            "-q",
+            "--no-export",
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["also_devices"][0]["device"] == "raspi4" and report["also_devices"][0]["latency_budget_ms"] == 15.0

@@ -199,3 +199,20 @@ def test_flops_and_params_budgets_are_constraints(tmp_path: Path) -> None:
         over = t.user_attrs["flops_m"] > 60.0 or t.user_attrs["params_m"] > 0.5
         assert over == t.user_attrs["accuracy_source"].startswith("not evaluated")
     assert report["trials"]["infeasible"] > 0
+
+
+def test_several_devices_each_with_a_budget(tmp_path: Path) -> None:
+    config = _config(tmp_path, latency_ms=5.0, trials=40, strategy="evolution", also_devices=["raspi4"], also_latency_ms=[12.0])
+    search = Search(config)
+    report = search.run()
+    table = nb201_table()
+    index = table.index(report["arch"])
+    assert nb201_latency("pixel3")[index] <= 5.0 and nb201_latency("raspi4")[index] <= 12.0
+    assert report["best"]["latency_ms_also"]["raspi4"] == nb201_latency("raspi4")[index]
+    for t in search._study().get_trials():
+        assert "latency_ms@raspi4" in t.constraints
+        both = t.user_attrs["latency_ms"] <= 5.0 and t.user_attrs["latency_ms@raspi4"] <= 12.0
+        assert both == (not t.user_attrs["accuracy_source"].startswith("not evaluated"))
+    # An unreachable budget on the second device ends at once, naming that device.
+    with pytest.raises(InfeasibleError, match="raspi4"):
+        Search(_config(tmp_path / "x", also_devices=["raspi4"], also_latency_ms=[0.001])).run()
