@@ -218,11 +218,9 @@ def _arch_from_run(run: Any, trial: int | None) -> tuple[str, str, dict[str, Any
             raise UsageError(f"run {run} has no feasible best trial; name one with --trial N")
         best = report["best"]
         return report["space"], best["arch"], {k: best.get(k) for k in ("trial", "accuracy", "latency_ms", "latency_source")}
-    from hwnas.search import Search, SearchConfig
+    from hwnas.report import open_run_study
 
-    cfg = json.loads((run / "config.json").read_text())
-    search = Search(SearchConfig(**cfg))
-    study = search._study()
+    _, study = open_run_study(run)
     numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
     if trial not in numbers:
         raise UsageError(f"run {run} has no trial {trial}; valid: 0..{max(numbers, default=-1)}")
