@@ -10,6 +10,7 @@ import numpy as np
 
 from hwnas.errors import UsageError
 from hwnas.pareto import hypervolume_2d, is_non_dominated
+from hwnas.storage import JOURNAL_PREFIX, open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -26,17 +27,14 @@ def open_run_study(run: Path) -> tuple[dict[str, Any], optuna.Study]:
         raise UsageError(f"{cfg_path} is missing or unreadable; RUN must be a folder written by 'hwnas search'") from None
     storage_url = str(cfg.get("storage", ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage_url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = Path(storage_url[len("journal:") :])
+    if storage_url.startswith(JOURNAL_PREFIX):
+        path = Path(storage_url[len(JOURNAL_PREFIX) :])
         if not path.exists():  # the run was made from another working directory
             path = run / "study.journal"
         if not path.exists():
             raise UsageError(f"the study of {run} is missing ({path}); was the run folder moved without study.journal?")
-        storage: Any = JournalStorage(JournalFileBackend(str(path)))
-    else:
-        storage = storage_url
+        storage_url = f"{JOURNAL_PREFIX}{path}"
+    storage = open_storage(storage_url)
     try:
         study = optuna.load_study(study_name=cfg.get("study") or "hwnas", storage=storage)
     except Exception as exc:

@@ -25,6 +25,7 @@ from hwnas.evaluate import Evaluator, make_evaluator
 from hwnas.pareto import is_non_dominated
 from hwnas.spaces import Arch, SearchSpace
 from hwnas.spaces.nb201 import NB201Space
+from hwnas.storage import JOURNAL_PREFIX
 from hwnas.strategies import STRATEGIES, make_sampler
 from hwnas.units import format_ms
 
@@ -146,7 +147,7 @@ class Search:
         self.evaluator: Evaluator = make_evaluator(config.evaluator, self.space)
         config.out = config.out or config.default_out()
         self.out = Path(config.out)
-        config.storage = config.storage or f"journal:{self.out / 'study.journal'}"
+        config.storage = config.storage or f"{JOURNAL_PREFIX}{self.out / 'study.journal'}"
         config.study = config.study or "hwnas"
         self._seen: dict[str, optuna.trial.FrozenTrial] = {}
         self._best: tuple[float, float, int] | None = None
@@ -180,17 +181,9 @@ class Search:
             raise UsageError(f"cannot write to --out {out}: {exc.strerror}; pick a writable folder") from None
 
     def _storage(self) -> Any:
-        import optuna
+        from hwnas.storage import open_storage
 
-        url = self.config.storage
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-            return JournalStorage(JournalFileBackend(url[len("journal:") :]))
-        try:
-            return optuna.storages.get_storage(url)
-        except Exception as exc:
-            raise UsageError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}; e.g. --storage sqlite:///runs/study.db") from None
+        return open_storage(self.config.storage)
 
     def _study(self) -> optuna.Study:
         import optuna
