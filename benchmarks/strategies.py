@@ -12,9 +12,13 @@ Figures (means or medians over seeds, at a fixed number of queries):
 * unconstrained: CIFAR-10 test accuracy of the arch chosen by validation accuracy (100 queries);
 * pixel3 <= 5 ms: regret = feasible optimum's validation accuracy minus the best found (100 queries);
 * hypervolume of the found feasible front relative to the true feasible front's (200 queries);
-* sampler + storage overhead per trial at 1,000 trials with the default (journal) storage.
+* sampler + storage overhead per trial at 1,000 trials with the default (journal) storage;
+* where the queries go: the share of the first 100 constrained queries within 20 % of the budget
+  (the region that holds the feasible optimum).
 
-Writes ``strategies.csv`` and PNG plots (if matplotlib is installed) to --out.
+Writes ``strategies.csv``, ``fronts.json`` and PNG plots (if matplotlib is installed: regret
+and hypervolume against queries, test accuracy against queries, and each strategy's found
+front of seed 0 against the true front) to --out.
 
     python benchmarks/strategies.py --seeds 100
     python benchmarks/strategies.py --seeds 10 --strategies tpe evolution   # quick look
@@ -140,6 +144,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     settings = {"unconstrained": Problem(args.device, None), "constrained": Problem(args.device, args.budget)}
     rows = []
+    fronts: dict[str, list[int]] = {}
     summary: dict[str, dict[str, Any]] = {}
     for strategy in args.strategies:
         seeds = args.gp_seeds if strategy == "gp" else args.seeds
@@ -147,9 +152,13 @@ def main() -> int:
         t0 = time.perf_counter()
         for name, problem in settings.items():
             queries = 100 if name == "unconstrained" else 200
-            regs, tests, hvs = [], [], []
+            regs, tests, hvs, near = [], [], [], []
             for seed in range(seeds):
                 r = run(strategy, problem, seed, queries, max_trials=20 * queries)
+                lat = problem.latency[r["trace"][:100]]
+                near.append(float(np.mean(lat >= 0.8 * problem.budget)))
+                if seed == 0 and name == "constrained":
+                    fronts[strategy] = [int(i) for i in r["trace"]]
                 regret, test, hv = curves(r["trace"], problem, queries)
                 regs.append(regret)
                 tests.append(test)
@@ -175,9 +184,10 @@ def main() -> int:
                 s["constrained_regret_at_100_mean"] = float(np.nanmean(regs[:, 99]))
                 s["hv_ratio_at_200_mean"] = float(np.nanmean(hvs[:, 199]))
                 s["hv_ratio_at_200_median"] = float(np.nanmedian(hvs[:, 199]))
+                s["near_budget_share_at_100_mean"] = float(np.mean(near))
         s["search_seconds"] = round(time.perf_counter() - t0, 1)
         if args.overhead_trials and strategy != "gp":
-            s["overhead_ms_per_trial_at_1000"] = 1e3 * overhead(strategy, args.overhead_trials, out)
+            s[f"overhead_ms_per_trial_at_{args.overhead_trials}"] = 1e3 * overhead(strategy, args.overhead_trials, out)
         summary[strategy] = s
         print(f"{strategy:>10}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()), flush=True)
     with open(out / "strategies.csv", "w", newline="") as f:
@@ -185,7 +195,9 @@ def main() -> int:
         w.writeheader()
         w.writerows(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "fronts.json").write_text(json.dumps({"device": args.device, "budget_ms": args.budget, "seed": 0, "evaluated": fronts}))
     _plots(rows, settings, out)
+    _front_plot(fronts, settings["constrained"], out)
     return 0
 
 
@@ -222,6 +234,40 @@ def _plots(rows: list[dict[str, Any]], settings: dict[str, Problem], out: Path) 
         plt.tight_layout()
         plt.savefig(out / fname, dpi=120)
         plt.close()
+
+
+def _front_plot(fronts: dict[str, list[int]], problem: Problem, out: Path) -> None:
+    """Each strategy's found feasible front (seed 0, 200 queries) against the true feasible front."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    from hwnas.pareto import is_non_dominated
+
+    def front(idx: np.ndarray) -> np.ndarray:
+        pts = np.c_[problem.latency[idx], VALID[idx]]
+        pts = pts[is_non_dominated(pts, [False, True])]
+        return pts[np.argsort(pts[:, 0])]
+
+    feasible = np.flatnonzero(problem.latency <= problem.budget)
+    true = front(feasible)
+    names = sorted(fronts)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        found = front(np.array(fronts[name], dtype=int))
+        ax.step(true[:, 0], true[:, 1], where="post", color="0.6", label="true front")
+        ax.step(found[:, 0], found[:, 1], where="post", marker=".", label="found")
+        ax.set_title(name)
+        ax.set_xlabel(f"latency (ms), budget {problem.budget:g}")
+        ax.set_ylim(max(float(VALID.min()), 80.0), float(VALID.max()) + 0.5)
+    axes[0][0].set_ylabel("CIFAR-10 validation accuracy (%)")
+    axes[0][0].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "fronts.png", dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

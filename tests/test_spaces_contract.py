@@ -154,6 +154,24 @@ class TestSearchSpaceContract:
         with pytest.raises(ValueError, match="n_changes"):
             space.mutate(parent, rng, n_changes=0)
 
+    def test_neighbours_are_the_one_change_archs(self, space: SearchSpace) -> None:
+        dims = space.dimensions()
+        for arch in _samples(space, 5):
+            near = space.neighbours(arch)
+            keys = [space.key(n) for n in near]
+            assert len(set(keys)) == len(keys), "no neighbour twice"
+            assert space.key(arch) not in keys, "an arch is not its own neighbour"
+            assert 0 < len(near) <= sum(len(d.choices) - 1 for d in dims)
+            for n in near:
+                assert space.validate(n) == n
+                # Reachable by changing one dimension of the parent (then canonicalising).
+                assert any(space.canonical({**arch, d.name: n[d.name]}) == n for d in dims)
+        # A mutation with one change is always among the neighbours.
+        rng = np.random.default_rng(1)
+        arch = space.sample(rng)
+        keys = {space.key(n) for n in space.neighbours(arch)}
+        assert all(space.key(space.mutate(arch, rng)) in keys for _ in range(10))
+
     # -- encoding and keys --------------------------------------------------
     def test_encode_is_one_hot(self, space: SearchSpace) -> None:
         dims = space.dimensions()

@@ -160,3 +160,92 @@ def test_reinforce_policy_is_rebuilt_from_history() -> None:
     for pa, pb in zip(a.probabilities(), b.probabilities(), strict=True):
         assert np.allclose(pa, pb)
     assert a.entropy_value() < sum(np.log(5) for _ in range(3))  # it learnt something
+
+
+# -- local search -------------------------------------------------------------------------------
+
+
+def _arch(t: optuna.trial.FrozenTrial) -> Arch:
+    return {k: t.params[k] for k in "abc"}
+
+
+def _differs_in_one(a: Arch, b: Arch) -> bool:
+    return sum(a[k] != b[k] for k in a) == 1
+
+
+def test_local_search_climbs_from_the_best_of_its_start() -> None:
+    from hwnas.strategies.local import LocalSearchSampler
+
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=LocalSearchSampler(space=SPACE, n_init=5, seed=0))
+    study.optimize(objective, n_trials=5)
+    start = max((t for t in study.trials if t.values[0] > 0), key=lambda t: t.values[0])
+    study.optimize(objective, n_trials=1)
+    assert _differs_in_one(_arch(study.trials[5]), _arch(start))
+
+
+def test_local_search_restarts_at_a_local_optimum() -> None:
+    """Two peaks: (0, 0) beats all of its eight neighbours (same a or same b), (4, 4) is better."""
+    from hwnas.strategies.local import CLIMB, LocalSearchSampler
+
+    two = ToySpace()
+    two.dimensions = lambda: [Dimension(n, (0, 1, 2, 3, 4)) for n in ("a", "b")]  # type: ignore[method-assign]
+
+    def peaks(trial: optuna.Trial) -> tuple[float, float]:
+        a, b = trial.suggest_categorical("a", [0, 1, 2, 3, 4]), trial.suggest_categorical("b", [0, 1, 2, 3, 4])
+        trial.set_constraint("latency", -1.0)
+        return {(0, 0): 10.0, (4, 4): 20.0}.get((a, b), 0.0), 1.0
+
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=LocalSearchSampler(space=two, n_init=1, seed=0))
+    study.enqueue_trial({"a": 0, "b": 0})
+    study.optimize(peaks, n_trials=10)
+    t = sorted(study.trials, key=lambda t: t.number)
+    first = [(x.params["a"], x.params["b"]) for x in t[1:9]]
+    assert all(a == 0 or b == 0 for a, b in first) and len(set(first)) == 8  # the whole neighbourhood
+    assert [x.system_attrs.get(CLIMB, 0) for x in t[:9]] == [0] * 9  # (an enqueued trial has no tag: climb 0)
+    assert t[9].system_attrs[CLIMB] == 1  # exhausted and none better: a new climb from a random point
+
+
+def test_local_search_moves_to_a_better_neighbour_found_earlier() -> None:
+    from hwnas.strategies.local import LocalSearchSampler
+
+    sampler = LocalSearchSampler(space=SPACE, n_init=1, seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.enqueue_trial({"a": 0, "b": 0, "c": 0})
+    study.optimize(objective, n_trials=1)
+    # An evaluated neighbour (found by another strategy on the same study) is better: climb on from it.
+    study.sampler = optuna.samplers.RandomSampler(seed=0)
+    study.enqueue_trial({"a": 0, "b": 0, "c": 4})
+    study.optimize(objective, n_trials=1)
+    study.sampler = sampler
+    parent = sampler._climb_from(study, sorted(study.trials, key=lambda t: t.number), [study.trials[0]])
+    assert parent == {"a": 0, "b": 0, "c": 4}
+
+
+def test_running_trials_count_as_tried_so_parallel_workers_do_not_repeat_them() -> None:
+    from hwnas.strategies._common import TrialArchs
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    running = study.ask()
+    for k in "abc":
+        running.suggest_categorical(k, [0, 1, 2, 3, 4])
+    archs = TrialArchs(SPACE)
+    assert SPACE.equivalence_key(_arch(study.trials[0])) in archs.tried(study)
+
+
+def test_ridge_predictor_recovers_a_linear_function_and_ranks_children() -> None:
+    from hwnas.strategies._surrogate import RidgePredictor, predict_first_objective
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3))
+    y = 2.0 * x[:, 0] - x[:, 2] + 5.0
+    pred = RidgePredictor(lam=1e-6).fit(x, y).predict(x)
+    assert np.allclose(pred, y, atol=1e-4)
+    with pytest.raises(ValueError):
+        RidgePredictor().fit(x, y[:-1])
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    study.optimize(objective, n_trials=40)
+    from hwnas.strategies._common import complete_trials
+
+    children = [{"a": 0, "b": 0, "c": c} for c in range(5)]
+    score = predict_first_objective(SPACE, study, complete_trials(study), children, {})
+    assert list(np.argsort(score)) == [0, 1, 2, 3, 4]  # accuracy rises with c; infeasible zeros excluded

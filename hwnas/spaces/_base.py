@@ -123,6 +123,20 @@ class SearchSpace(ABC):
                     break
         return child
 
+    def neighbours(self, arch: Arch) -> list[Arch]:
+        """Every distinct canonical arch that differs from ``arch`` in one dimension (a local
+        search's neighbourhood), in dimension and choice order."""
+        parent = self.canonical(arch)
+        out: dict[str, Arch] = {}
+        for d in self.dimensions():
+            for c in d.choices:
+                if c == parent[d.name]:
+                    continue
+                child = self.canonical({**parent, d.name: c})
+                if child != parent:
+                    out.setdefault(self.key(child), child)
+        return list(out.values())
+
     def encode(self, arch: Arch) -> np.ndarray:
         """One-hot encoding of the canonical arch, concatenated over dimensions (float32)."""
         arch = self.canonical(arch)

@@ -56,11 +56,11 @@ def gp_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
 
 
 @STRATEGIES.register("nsga2")
-def nsga2_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
+def nsga2_sampler(*, seed: int, population: int = 20, **_: Any) -> optuna.samplers.BaseSampler:
     """NSGA-II (Deb et al. 2002) with a population of 20, constraint-aware."""
     import optuna
 
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
 
 
 @STRATEGIES.register("evolution")
@@ -71,6 +71,16 @@ def evolution_sampler(
     from hwnas.strategies.evolution import RegularizedEvolutionSampler
 
     return RegularizedEvolutionSampler(space=space, feasible=feasible, seed=seed, **opts)
+
+
+@STRATEGIES.register("local")
+def local_sampler(
+    *, seed: int, space: SearchSpace, feasible: Feasible | None = None, latency_ms: float | None = None, **opts: Any
+) -> optuna.samplers.BaseSampler:
+    """Local search: predictor-ordered hill climbing over one-change neighbours (see local.py)."""
+    from hwnas.strategies.local import LocalSearchSampler
+
+    return LocalSearchSampler(space=space, feasible=feasible, seed=seed, **opts)
 
 
 @STRATEGIES.register("reinforce")

@@ -31,6 +31,47 @@ def arch_of(space: SearchSpace, trial: optuna.trial.FrozenTrial) -> Arch | None:
         return None
 
 
+class TrialArchs:
+    """The canonical arch and equivalence key of each trial, computed once per completed trial
+    (its parameters are final) and kept by trial id: a sampler reads the whole history on every
+    proposal, and recomputing keys made that O(trials) in Python per trial."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self._owner: tuple[int, int] | None = None
+        self._done: dict[int, tuple[Arch, str] | None] = {}
+
+    def get(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple[Arch, str] | None:
+        import optuna
+
+        owner = (id(study._storage), study._study_id)
+        if owner != self._owner:
+            self._owner, self._done = owner, {}
+        if trial._trial_id in self._done:
+            return self._done[trial._trial_id]
+        arch = arch_of(self.space, trial)
+        out = None if arch is None else (arch, self.space.equivalence_key(arch))
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            self._done[trial._trial_id] = out
+        return out
+
+    def arch(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Arch | None:
+        got = self.get(study, trial)
+        return None if got is None else got[0]
+
+    def tried(self, study: optuna.Study) -> set[str]:
+        """Equivalence keys of every completed or running trial (running: a parallel worker's)."""
+        import optuna
+
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+        out = set()
+        for t in study._get_trials(deepcopy=False, states=states, use_cache=True):
+            got = self.get(study, t)
+            if got is not None:
+                out.add(got[1])
+        return out
+
+
 def violation(trial: optuna.trial.FrozenTrial) -> float:
     """Total constraint violation (0 when feasible; constraints <= 0 are met)."""
     cons = trial.constraints or {}

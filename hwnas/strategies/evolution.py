@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hwnas.spaces import SearchSpace
-from hwnas.strategies._common import Feasible, arch_of, complete_trials, fitness_keys, propose_unique, search_space
+from hwnas.strategies._common import Feasible, TrialArchs, arch_of, complete_trials, fitness_keys, propose_unique, search_space
+from hwnas.strategies._surrogate import predict_first_objective
 
 if TYPE_CHECKING:
     import optuna
@@ -37,6 +38,8 @@ class RegularizedEvolutionSampler(_optuna.samplers.BaseSampler):
         tournament: S, members drawn per selection (S <= P).
         mutations: dimensions changed per child.
         selection: ``"pareto"`` (rank, then accuracy) or ``"first"`` (accuracy only).
+        screen: candidate children drawn per proposal; above 1, a ridge predictor fitted on the
+            evaluated trials picks the most promising (predictor-guided evolution); 1 is plain REA.
         feasible: optional cheap predicate; children predicted infeasible are redrawn.
         seed: seed of the sampler's own generator.
     """
@@ -49,6 +52,7 @@ class RegularizedEvolutionSampler(_optuna.samplers.BaseSampler):
         tournament: int = 10,
         mutations: int = 1,
         selection: str = "pareto",
+        screen: int = 3,
         feasible: Feasible | None = None,
         seed: int | None = None,
     ) -> None:
@@ -60,7 +64,11 @@ class RegularizedEvolutionSampler(_optuna.samplers.BaseSampler):
             raise ValueError(f"mutations must be >= 1, got {mutations}")
         if selection not in ("pareto", "first"):
             raise ValueError(f"selection must be 'pareto' or 'first', got {selection!r}")
+        if screen < 1:
+            raise ValueError(f"screen must be >= 1, got {screen}")
         self.space = space
+        self.screen = screen
+        self._codes: dict[int, np.ndarray] = {}
         self.population = population
         self.tournament = tournament
         self.mutations = mutations
@@ -68,6 +76,7 @@ class RegularizedEvolutionSampler(_optuna.samplers.BaseSampler):
         self.feasible = feasible
         self._rng = np.random.default_rng(seed)
         self._random = _optuna.samplers.RandomSampler(seed=seed)
+        self._archs = TrialArchs(space)
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
@@ -86,21 +95,29 @@ class RegularizedEvolutionSampler(_optuna.samplers.BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         trials = complete_trials(study)
-        seen = {self.space.equivalence_key(a) for t in trials if (a := arch_of(self.space, t)) is not None}
+        seen = self._archs.tried(study)
         if len(trials) < self.population:
             arch = propose_unique(lambda: self.space.sample(self._rng), self.space, seen, self.feasible)
             return dict(arch)
         parent = arch_of(self.space, self.select_parent(study, trials))
         assert parent is not None
-        child = propose_unique(
-            lambda: self.space.mutate(parent, self._rng, self.mutations),
-            self.space,
-            seen,
-            self.feasible,
-            tries=50,
-            rescue=lambda: self.space.sample(self._rng),
-        )
-        return dict(child)
+        children = []
+        for _ in range(self.screen):
+            child = propose_unique(
+                lambda: self.space.mutate(parent, self._rng, self.mutations),
+                self.space,
+                seen,
+                self.feasible,
+                tries=50,
+                rescue=lambda: self.space.sample(self._rng),
+            )
+            if self.space.equivalence_key(child) in seen:
+                break  # exhausted: nothing new left to screen
+            seen.add(self.space.equivalence_key(child))
+            children.append(child)
+        if len(children) <= 1:
+            return dict(children[0] if children else child)
+        return dict(children[int(np.argmax(predict_first_objective(self.space, study, trials, children, self._codes)))])
 
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str, param_distribution: Any) -> Any:
         return self._random.sample_independent(study, trial, param_name, param_distribution)

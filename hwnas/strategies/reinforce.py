@@ -25,7 +25,7 @@ import numpy as np
 import optuna as _optuna
 
 from hwnas.spaces import Arch, SearchSpace
-from hwnas.strategies._common import Feasible, arch_of, complete_trials, propose_unique, search_space
+from hwnas.strategies._common import Feasible, TrialArchs, arch_of, complete_trials, propose_unique, search_space
 
 if TYPE_CHECKING:
     import optuna
@@ -84,6 +84,7 @@ class ReinforceSampler(_optuna.samplers.BaseSampler):
         self.feasible = feasible
         self._rng = np.random.default_rng(seed)
         self._random = _optuna.samplers.RandomSampler(seed=seed)
+        self._archs = TrialArchs(space)
         self._dims = space.dimensions()
         self.reset()
 
@@ -153,7 +154,7 @@ class ReinforceSampler(_optuna.samplers.BaseSampler):
     def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         trials = complete_trials(study)
         self._sync(trials)
-        seen = {self.space.equivalence_key(a) for t in trials if (a := arch_of(self.space, t)) is not None}
+        seen = self._archs.tried(study)
         return dict(propose_unique(self._draw, self.space, seen, self.feasible))
 
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str, param_distribution: Any) -> Any:

@@ -1,0 +1,134 @@
+"""Local search as an Optuna sampler (White, Nolen, Savani, "Local search is state of the art
+for neural architecture search benchmarks", UAI 2021).
+
+After ``n_init`` random architectures, each proposal is an untried neighbour (one dimension
+changed) of the best architecture of the current climb: a hill climb that moves as soon as a
+better neighbour is found. When the best has no untried neighbour and no better one, it is a
+local optimum, and the search restarts from a random architecture (a new climb; each trial
+records its climb in a system attribute). "Best" is
+constraint-aware: feasible before infeasible (least violation first), then the first objective.
+With ``screen``, the untried neighbours are tried in the order a ridge predictor fitted on the
+evaluated trials ranks them, so the climb tends to take its best step first.
+
+Everything is read from the study, so a resumed or distributed search continues the same
+climb; trials still running count as tried, so parallel workers do not repeat each other.
+Neighbours repeating an evaluated network up to functional equivalence (isomorphic
+NAS-Bench-201 cells) and, where latency is cheap to know beforehand, neighbours predicted to
+miss the budget are skipped without spending a trial.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna as _optuna
+
+from hwnas.spaces import Arch, SearchSpace
+from hwnas.strategies._common import Feasible, TrialArchs, complete_trials, fitness_keys, propose_unique, search_space
+from hwnas.strategies._surrogate import predict_first_objective
+
+if TYPE_CHECKING:
+    import optuna
+
+#: Trial system attribute: the climb (0, 1, ... one per restart) a trial belongs to.
+CLIMB = "hwnas:local_climb"
+
+
+class LocalSearchSampler(_optuna.samplers.BaseSampler):
+    """Best-first hill climbing over a hwnas space's one-change neighbourhoods.
+
+    Args:
+        space: the search space (sampling, neighbourhoods, equivalence).
+        n_init: random architectures evaluated before the climb starts.
+        screen: order untried neighbours by a ridge predictor (True) or at random (False).
+        feasible: optional cheap predicate; neighbours predicted infeasible are skipped.
+        seed: seed of the sampler's own generator.
+    """
+
+    def __init__(
+        self, *, space: SearchSpace, n_init: int = 10, screen: bool = False, feasible: Feasible | None = None, seed: int | None = None
+    ) -> None:
+        if n_init < 1:
+            raise ValueError(f"n_init must be >= 1, got {n_init}")
+        self.space = space
+        self.n_init = n_init
+        self.screen = screen
+        self.feasible = feasible
+        self._rng = np.random.default_rng(seed)
+        self._random = _optuna.samplers.RandomSampler(seed=seed)
+        self._codes: dict[int, np.ndarray] = {}
+        self._archs = TrialArchs(space)
+
+    def reseed_rng(self) -> None:
+        self._rng = np.random.default_rng()
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return search_space(self.space)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        trials = complete_trials(study)
+        seen = self._archs.tried(study)
+        climb = max((int(t.system_attrs.get(CLIMB, 0)) for t in trials), default=0)
+        if len(trials) >= self.n_init:
+            members = [t for t in trials if int(t.system_attrs.get(CLIMB, 0)) == climb]
+            parent = self._climb_from(study, trials, members)
+            fresh = self._untried(parent, seen) if parent is not None else []
+            if fresh:
+                study._storage.set_trial_system_attr(trial._trial_id, CLIMB, climb)
+                return dict(self._pick(study, trials, fresh))
+            climb += 1  # a local optimum (or nothing to climb): restart from a random point
+        study._storage.set_trial_system_attr(trial._trial_id, CLIMB, climb)
+        arch = propose_unique(lambda: self.space.sample(self._rng), self.space, seen, self.feasible)
+        return dict(arch)
+
+    def _climb_from(
+        self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial], members: list[optuna.trial.FrozenTrial]
+    ) -> Arch | None:
+        """The best member of the current climb, moved on to any better neighbour already
+        evaluated (by an earlier climb or another strategy) until none is better."""
+        if not members:
+            return None
+        keys = fitness_keys(trials, list(study.directions), "first")
+        fitness = {t.number: (keys[i], -t.number) for i, t in enumerate(trials)}
+        by_key: dict[str, optuna.trial.FrozenTrial] = {}
+        for t in trials:
+            got = self._archs.get(study, t)
+            if got is not None:
+                k = got[1]
+                if k not in by_key or fitness[t.number] < fitness[by_key[k].number]:
+                    by_key[k] = t
+        best = min(members, key=lambda t: fitness[t.number])
+        for _ in range(len(trials)):
+            arch = self._archs.arch(study, best)
+            if arch is None:
+                return None
+            known = [by_key[k] for n in self.space.neighbours(arch) if (k := self.space.equivalence_key(n)) in by_key]
+            better = min(known, key=lambda t: fitness[t.number], default=None)
+            if better is None or fitness[better.number] >= fitness[best.number]:
+                return arch
+            best = better
+        return self._archs.arch(study, best)
+
+    def _untried(self, parent: Arch, seen: set[str]) -> list[Arch]:
+        out, keys = [], set()
+        for child in self.space.neighbours(parent):
+            k = self.space.equivalence_key(child)
+            if k in seen or k in keys or (self.feasible is not None and not self.feasible(child)):
+                continue
+            keys.add(k)
+            out.append(child)
+        return out
+
+    def _pick(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial], fresh: list[Arch]) -> Arch:
+        if len(fresh) == 1:
+            return fresh[0]
+        if not self.screen:
+            return fresh[int(self._rng.integers(len(fresh)))]
+        score = predict_first_objective(self.space, study, trials, fresh, self._codes)
+        best = np.flatnonzero(score >= score.max() - 1e-12)
+        return fresh[int(self._rng.choice(best))]
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str, param_distribution: Any) -> Any:
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
