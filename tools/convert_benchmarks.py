@@ -246,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         acc, arch_strings = convert_accuracies(args.shared)
         lat = convert_latencies(args.shared)
         args.out.mkdir(parents=True, exist_ok=True)
-        sums = []
+        sums_path = args.out / SUMS_FILE
+        # Keep the lines of files this tool does not write (e.g. digits.npz from convert_digits.py).
+        mine = {NB201_FILE, LATENCY_FILE}
+        old = sums_path.read_text(encoding="ascii").splitlines() if sums_path.exists() else []
+        sums = [line + "\n" for line in old if line.strip() and line.split()[-1] not in mine]
         for name, arrays in [(NB201_FILE, acc), (LATENCY_FILE, lat)]:
             path = args.out / name
             save_npz(path, arrays)
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             sums.append(f"{digest}  {name}\n")
             print(f"wrote {path} ({path.stat().st_size:,} bytes, {len(arrays)} arrays)")
-        (args.out / SUMS_FILE).write_text("".join(sums), encoding="ascii")
+        sums_path.write_text("".join(sorted(sums, key=lambda line: line.split()[-1])), encoding="ascii")
         print(f"wrote {args.out / SUMS_FILE}")
         lic_dir = args.out / "licenses"
         lic_dir.mkdir(exist_ok=True)
