@@ -72,6 +72,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         latency_source=args.latency_source,
         table=args.table or "",
         allow_foreign_table=args.allow_foreign_table,
+        data=args.data,
+        epochs=args.epochs,
+        warmup=args.warmup if args.warmup is not None else max(0, min(5, args.epochs // 5)),
+        batch=args.batch,
+        darts_order=args.darts_order,
+        sampling=args.sampling,
+        latency_term=args.latency_term,
+        latency_weight=args.latency_weight,
+        train_device=args.train_device,
     )
     search = Search(config, log=(lambda s: None) if args.quiet else _err)
     report = search.run()
@@ -333,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--params", type=lambda t: parse_count_m(t, "parameter budget"), metavar="P", help="also a parameter budget, e.g. 5M")
     s.add_argument("--trials", type=_positive_int, default=100, help="trial budget, counting trials already in the study (default 100)")
-    s.add_argument("--strategy", default="tpe", help="random | tpe | gp | nsga2 | evolution | reinforce (default tpe)")
+    s.add_argument("--strategy", default="tpe", help="random | tpe | gp | nsga2 | evolution | reinforce | local | darts (default tpe)")
     s.add_argument("--evaluator", default="table", help="accuracy evaluator (default table)")
     s.add_argument("--seed", type=_int, default=0)
     s.add_argument("--out", help="run folder (default hwnas-runs/<space>-<device>-<latency>-<strategy>-seed<seed>); rerun to resume")
@@ -349,6 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--table", help="latency lookup table to use (default latency_tables/<device>-<space>.json)")
     s.add_argument("--allow-foreign-table", action="store_true", help="use a lookup table built on another machine or runtime")
+    g = s.add_argument_group("differentiable search (--strategy darts)")
+    g.add_argument("--data", default="digits", help="training data: digits | cifar10:DIR | cifar100:DIR | npz:FILE (default digits)")
+    g.add_argument("--epochs", type=_positive_int, default=30, help="supernet training epochs (default 30)")
+    g.add_argument("--warmup", type=_int, help="epochs of weight-only warm-up before architecture steps (default epochs/5, at most 5)")
+    g.add_argument("--batch", type=_positive_int, default=64, help="batch size (default 64)")
+    g.add_argument("--darts-order", type=_int, default=1, choices=(1, 2), help="1: first-order DARTS, 2: second-order (default 1)")
+    g.add_argument("--sampling", default="softmax", choices=("softmax", "gumbel"), help="softmax (DARTS) or gumbel (FBNet)")
+    g.add_argument(
+        "--latency-term", default="mul#log", choices=("mul#log", "add#linear", "fbnet"), help="latency in the loss (default mul#log)"
+    )
+    g.add_argument("--latency-weight", type=float, default=3.0, help="beta of mul#log/fbnet, lambda of add#linear (default 3)")
+    g.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"), help="where the supernet trains (default cpu)")
     s.add_argument("--no-export", action="store_true", help="skip exporting best.onnx")
     s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     s.add_argument("--quiet", "-q", action="store_true", help="no per-trial progress on stderr")
@@ -402,12 +423,13 @@ def _validate_names(args: argparse.Namespace) -> None:
     """Check registry names up front so a typo fails before any work starts."""
     from hwnas.evaluate import EVALUATORS
     from hwnas.spaces import SPACES
-    from hwnas.strategies import STRATEGIES
 
     if getattr(args, "space", None) is not None:
         SPACES.get(args.space)
     if args.command == "search":
-        STRATEGIES.get(args.strategy)
+        from hwnas.search import check_strategy
+
+        check_strategy(args.strategy)
         EVALUATORS.get(args.evaluator)
 
 

@@ -77,6 +77,16 @@ class SearchConfig:
     latency_source: str = "auto"
     table: str = ""
     allow_foreign_table: bool = False
+    #: Differentiable search (``strategy="darts"``): data, supernet training and latency term.
+    data: str = "digits"
+    epochs: int = 30
+    warmup: int = 5
+    batch: int = 64
+    darts_order: int = 1
+    sampling: str = "softmax"
+    latency_term: str = "mul#log"
+    latency_weight: float = 3.0
+    train_device: str = "cpu"
     #: Resolved from ``latency_source``: measured | lookup table | table (set by :class:`Search`).
     latency_model: str = ""
 
@@ -114,8 +124,7 @@ class Search:
     def __init__(self, config: SearchConfig, *, log: Callable[[str], None] = lambda s: None) -> None:
         if config.trials < 1:
             raise UsageError(f"--trials must be >= 1, got {config.trials}; e.g. --trials 100")
-        if config.strategy not in STRATEGIES:
-            STRATEGIES.get(config.strategy)  # raises with the valid names
+        check_strategy(config.strategy)
         self.config = config
         self.log = log
         self.space = build_space(config)
@@ -144,7 +153,15 @@ class Search:
         for name, budget in zip(config.also_devices, config.also_latency_ms, strict=True):
             dev = get_device(name)
             self.also.append((dev, latency_model_for(dev, self.space, "auto", log=log), budget))
-        self.evaluator: Evaluator = make_evaluator(config.evaluator, self.space)
+        self.evaluator: Evaluator | None
+        try:
+            self.evaluator = make_evaluator(config.evaluator, self.space)
+        except UsageError:
+            if config.strategy != "darts":
+                raise
+            self.evaluator = None  # the derived arch's inherited-weight accuracy, once DARTS has run
+        if config.strategy == "darts":
+            self._darts_config().check()
         config.out = config.out or config.default_out()
         self.out = Path(config.out)
         config.storage = config.storage or f"{JOURNAL_PREFIX}{self.out / 'study.journal'}"
@@ -243,12 +260,62 @@ class Search:
         if over:
             trial.set_user_attr("accuracy_source", f"not evaluated: over the {' and '.join(over)} budget")
             return NOT_EVALUATED, lat.ms
+        assert self.evaluator is not None
         acc = self.evaluator.evaluate(arch)
         trial.set_user_attr("accuracy", acc.value)
         trial.set_user_attr("accuracy_source", acc.source)
         for key, value in acc.extras.items():
             trial.set_user_attr(key, value)
         return acc.value, lat.ms
+
+    # -- differentiable search ------------------------------------------------
+    def _darts_config(self) -> Any:
+        from hwnas.darts.train import DartsConfig
+
+        c = self.config
+        return DartsConfig(
+            epochs=c.epochs,
+            warmup=c.warmup,
+            batch=c.batch,
+            order=c.darts_order,
+            sampling=c.sampling,
+            latency_term=c.latency_term,
+            latency_weight=c.latency_weight,
+            target_ms=c.latency_ms,
+            seed=c.seed,
+            device=c.train_device,
+        )
+
+    def _run_darts(self, study: optuna.Study, done: int) -> None:
+        """Train the supernet once, derive one arch, record it as a trial (once: a rerun resumes)."""
+        import optuna
+
+        if any(t.user_attrs.get("strategy") == "darts" for t in study.get_trials(deepcopy=False)):
+            if done:
+                self.log("darts: the derived architecture is already in the study (delete the run folder to search again)")
+                return
+        from hwnas.darts.run import run_darts
+
+        if self.config.train_device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UsageError("--train-device cuda but torch sees no CUDA GPU here; use --train-device cpu")
+        outcome = run_darts(
+            self.space, self.latency_model, self.config.latency_ms, self._darts_config(), data=self.config.data, log=self.log
+        )
+        (self.out / "darts.json").write_text(
+            json.dumps(outcome.summary() | {"history": [h.__dict__ for h in outcome.result.history]}, indent=2) + "\n"
+        )
+        if self.evaluator is None:
+            self.evaluator = _FixedAccuracy(
+                self.space.key(outcome.arch),
+                outcome.supernet_valid_accuracy,
+                f"darts supernet, inherited weights (batch-norm re-estimated), {outcome.data['name']} validation split",
+            )
+        study.enqueue_trial(dict(outcome.arch), user_attrs={"strategy": "darts", "darts": outcome.summary()})
+        study.sampler = optuna.samplers.RandomSampler(seed=self.config.seed)
+        study.optimize(self._objective, n_trials=1, callbacks=[self._after_trial], gc_after_trial=False)
 
     def _set_constraints(
         self, trial: optuna.Trial, latency_ms: float, flops_m: float, params_m: float, also: Sequence[tuple[str, float, float]] = ()
@@ -333,7 +400,9 @@ class Search:
                     f"{what} takes {bound.ms:.4g} ms ({bound.source}); raise --latency to at least {bound.ms:.4g}ms"
                 )
         remaining = self.config.trials - done
-        if remaining > 0:
+        if self.config.strategy == "darts":
+            self._run_darts(study, done)
+        elif remaining > 0:
             # Seed from (seed, trials done) so a resumed run draws new candidates, deterministically.
             seed = int(np.random.SeedSequence([self.config.seed, done]).generate_state(1)[0])
             study.sampler = make_sampler(
@@ -424,7 +493,7 @@ class Search:
             "params_budget_m": self.config.params_m,
             "strategy": self.config.strategy,
             "seed": self.config.seed,
-            "evaluator": self.evaluator.describe(),
+            "evaluator": self.evaluator.describe() if self.evaluator is not None else {"name": self.config.evaluator},
             "latency_model": self.latency_model.describe(),
             "study": self.config.study,
             "storage": self.config.storage,
@@ -503,3 +572,30 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, float) and math.isnan(o):
         return None
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class _FixedAccuracy:
+    """The accuracy DARTS measured for its derived arch (spaces without a benchmark table)."""
+
+    name = "darts-inherited"
+
+    def __init__(self, key: str, value: float, source: str) -> None:
+        self.key, self.value, self.source = key, value, source
+
+    def evaluate(self, arch: Arch) -> Any:
+        from hwnas.evaluate import Accuracy
+
+        return Accuracy(self.value, self.source)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source}
+
+
+def check_strategy(name: str) -> None:
+    """UsageError (with a did-you-mean) unless ``name`` is a sampler strategy or ``darts``."""
+    if name == "darts" or name in STRATEGIES:
+        return
+    from hwnas.registry import did_you_mean
+
+    valid = sorted([*STRATEGIES.names(), "darts"])
+    raise UsageError(f"unknown strategy {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}")

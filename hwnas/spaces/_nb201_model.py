@@ -85,13 +85,15 @@ class ResNetBasicBlock(nn.Module):
 class NB201Network(nn.Module):
     """Stem, 3 stages of ``cells_per_stage`` cells with reductions between, BN-ReLU-GAP-Linear head.
 
-    Input (N, 3, H, W) -> logits (N, num_classes).
+    Input (N, in_channels, H, W) -> logits (N, num_classes).
     """
 
-    def __init__(self, ops: Sequence[str], *, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10) -> None:
+    def __init__(
+        self, ops: Sequence[str], *, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3
+    ) -> None:
         super().__init__()
         c = channels
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
         layers: list[nn.Module] = []
         c_prev = c
         for stage, width in enumerate((c, 2 * c, 4 * c)):

@@ -1,0 +1,193 @@
+"""One differentiable search, end to end: data -> supernet -> latency model -> bi-level
+training with the collapse guard -> derived architecture -> budget repair on the exact latency.
+
+``hwnas search --strategy darts`` calls :func:`run_darts` and records the result as one trial
+of the run's study (so it sits on the same front as every other strategy and is exported the
+same way); ``benchmarks/darts.py`` calls it directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hwnas.cost.latency import LatencyModel
+from hwnas.darts.latency import AdditiveLatency, fit_additive_latency
+from hwnas.darts.supernet import Supernet
+from hwnas.darts.train import DartsConfig, DartsResult, repair_to_budget, search, skip_share
+from hwnas.errors import UsageError
+from hwnas.spaces import Arch, SearchSpace
+
+
+@dataclass
+class DartsOutcome:
+    arch: Arch
+    latency_ms: float
+    latency_source: str
+    derived_before_repair: Arch
+    latency_before_repair_ms: float
+    repairs: list[str]
+    result: DartsResult
+    additive: AdditiveLatency
+    supernet_valid_accuracy: float
+    uncapped: Arch
+    uncapped_skip_share: float
+    data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe digest for a trial's attributes and reports."""
+        last = self.result.history[-1] if self.result.history else None
+        return {
+            "latency_ms": self.latency_ms,
+            "latency_source": self.latency_source,
+            "latency_before_repair_ms": self.latency_before_repair_ms,
+            "repairs": self.repairs,
+            "uncapped": self.uncapped,
+            "uncapped_skip_share": self.uncapped_skip_share,
+            "guard": self.result.guard_note,
+            "epochs_run": len(self.result.history),
+            "last_epoch": None if last is None else {k: v for k, v in last.__dict__.items() if k != "derived"},
+            "supernet_valid_accuracy": self.supernet_valid_accuracy,
+            "additive_latency_fit": self.additive.fit | {"source": self.additive.source},
+            "data": self.data,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def make_supernet(
+    space: SearchSpace, *, num_classes: int, in_channels: int, resolution: int | None = None, width: float | None = None
+) -> Supernet:
+    """The supernet of ``space`` for data with ``num_classes`` and ``in_channels``."""
+    if space.name == "nb201":
+        from hwnas.darts.nb201_supernet import NB201Supernet
+        from hwnas.spaces.nb201 import NB201Space
+
+        assert isinstance(space, NB201Space)
+        return NB201Supernet(space, num_classes=num_classes, in_channels=in_channels)
+    if space.name == "mbconv":
+        from hwnas.darts.mbconv_supernet import MBConvSupernet
+        from hwnas.spaces.mbconv import RESOLUTIONS, WIDTHS, MBConvSpace
+
+        local = MBConvSpace(num_classes=num_classes, in_channels=in_channels)
+        return MBConvSupernet(local, resolution=resolution or min(RESOLUTIONS), width=width if width is not None else min(WIDTHS))
+    raise UsageError(f"no supernet for space {space.name!r}; differentiable search supports nb201 and mbconv")
+
+
+def run_darts(
+    space: SearchSpace,
+    latency_model: LatencyModel,
+    target_ms: float,
+    config: DartsConfig,
+    *,
+    data: str = "digits",
+    data_seed: int = 0,
+    resolution: int | None = None,
+    width: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> DartsOutcome:
+    """Search ``space`` on ``data`` for ``target_ms`` on ``latency_model``'s device."""
+    from hwnas.datasets import batches, load_data
+
+    t0 = time.perf_counter()
+    say = log or (lambda _: None)
+    ds = load_data(data)
+    search_train, search_valid, _ = search_splits(ds, data_seed)
+    supernet = make_supernet(space, num_classes=ds.num_classes, in_channels=ds.input_shape[0], resolution=resolution, width=width)
+    additive = fit_additive_latency(supernet, latency_model)
+    f = additive.fit
+    say(
+        f"latency model: {additive.source}; held-out {f['held_out']}: R^2 {f['r2']:.3f}, MAPE {f['mape_pct']:.1f} %, "
+        f"Kendall tau {f['kendall_tau']:.3f}"
+    )
+    config.target_ms = target_ms
+    say(
+        f"darts on {ds.name} ({len(search_train)} train / {len(search_valid)} valid, {ds.input_shape}), "
+        f"{sum(p.numel() for p in supernet.parameters()):,} supernet weights, {config.epochs} epochs "
+        f"({config.warmup} warm-up), order {config.order}, {config.sampling}, {config.latency_term} weight {config.latency_weight}"
+    )
+    result = search(
+        supernet,
+        lambda e: batches(search_train, config.batch, shuffle=True, seed=config.seed * 1000 + e),
+        lambda e: batches(search_valid, config.batch, shuffle=True, seed=config.seed * 1000 + 500 + e),
+        additive,
+        config,
+        log=say,
+    )
+
+    def exact(picks: list[int]) -> float:
+        return latency_model.latency(supernet.derive(picks)).ms
+
+    before = supernet.derive(result.picks)
+    before_ms = exact(result.picks)
+    picks, repairs = repair_to_budget(supernet, result.picks, result.probabilities, exact, target_ms)
+    for line in repairs:
+        say(f"budget repair: {line}")
+    arch = supernet.derive(picks)
+    # The derived network with the supernet's weights (batch-norm statistics re-estimated) on the valid split.
+    sub = _inherited(supernet, picks)
+    valid_acc = float("nan")
+    if sub is not None:
+        from hwnas.training import accuracy
+
+        with torch.no_grad():
+            sub.train()
+            for x, _ in batches(search_train, config.batch, shuffle=True, seed=0):
+                sub(x.to(config.device))
+        valid_acc = accuracy(sub, batches(search_valid, 256, shuffle=False, seed=0), config.device)
+    lat = latency_model.latency(arch)
+    say(
+        f"derived {space.to_string(arch)}: {lat.ms:.3f} ms ({lat.source}), skip share {skip_share(supernet, picks):.2f}, "
+        f"inherited-weight valid accuracy {valid_acc:.1f} %"
+    )
+    return DartsOutcome(
+        arch=arch,
+        latency_ms=lat.ms,
+        latency_source=lat.source,
+        derived_before_repair=before,
+        latency_before_repair_ms=before_ms,
+        repairs=repairs,
+        result=result,
+        additive=additive,
+        supernet_valid_accuracy=valid_acc,
+        uncapped=supernet.derive(result.uncapped),
+        uncapped_skip_share=skip_share(supernet, result.uncapped),
+        data={
+            "spec": data,
+            "name": ds.name,
+            "source": ds.source,
+            "train": len(search_train),
+            "valid": len(search_valid),
+            "seed": data_seed,
+        },
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def search_splits(ds: Any, seed: int) -> tuple[Any, Any, Any]:
+    """(train, valid, test) of a search: the data's own test split where it has one, else 20 %
+    held out; the rest halved, stratified, into the weight (train) and architecture (valid) splits."""
+    from hwnas.datasets import split
+
+    if ds.test is not None:
+        train, valid = split(ds, (0.5, 0.5), seed=seed)
+        return train, valid, ds.test
+    train, valid, test = split(ds, (0.4, 0.4, 0.2), seed=seed)
+    return train, valid, test
+
+
+def _inherited(supernet: Supernet, picks: list[int]) -> torch.nn.Module | None:
+    subnet = getattr(supernet, "subnet", None)
+    if subnet is None:
+        return None
+    module = subnet(picks)
+    assert isinstance(module, torch.nn.Module)
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the recalibration batches
+    return module
