@@ -59,6 +59,9 @@ class LocalSearchSampler(_optuna.samplers.BaseSampler):
         self._random = _optuna.samplers.RandomSampler(seed=seed)
         self._codes: dict[int, np.ndarray] = {}
         self._archs = TrialArchs(space)
+        self._keys: dict[int, tuple[Any, ...]] = {}
+        self._keys_owner: tuple[int, int] | None = None
+        self._near: dict[str, list[tuple[Arch, str]]] = {}
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
@@ -90,8 +93,7 @@ class LocalSearchSampler(_optuna.samplers.BaseSampler):
         evaluated (by an earlier climb or another strategy) until none is better."""
         if not members:
             return None
-        keys = fitness_keys(trials, list(study.directions), "first")
-        fitness = {t.number: (keys[i], -t.number) for i, t in enumerate(trials)}
+        fitness = self._fitness(study, trials)
         by_key: dict[str, optuna.trial.FrozenTrial] = {}
         for t in trials:
             got = self._archs.get(study, t)
@@ -104,17 +106,36 @@ class LocalSearchSampler(_optuna.samplers.BaseSampler):
             arch = self._archs.arch(study, best)
             if arch is None:
                 return None
-            known = [by_key[k] for n in self.space.neighbours(arch) if (k := self.space.equivalence_key(n)) in by_key]
+            known = [by_key[k] for _, k in self._neighbours(arch) if k in by_key]
             better = min(known, key=lambda t: fitness[t.number], default=None)
             if better is None or fitness[better.number] >= fitness[best.number]:
                 return arch
             best = better
         return self._archs.arch(study, best)
 
+    def _fitness(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple[Any, ...]]:
+        """Sort key per trial number, lower is better (feasible first, then the first objective);
+        a completed trial's key never changes, so it is computed once."""
+        owner = (id(study._storage), study._study_id)
+        if owner != self._keys_owner:
+            self._keys_owner, self._keys = owner, {}
+        todo = [t for t in trials if t._trial_id not in self._keys]
+        if todo:
+            for t, k in zip(todo, fitness_keys(todo, list(study.directions), "first"), strict=True):
+                self._keys[t._trial_id] = (k, -t.number)
+        return {t.number: self._keys[t._trial_id] for t in trials}
+
+    def _neighbours(self, arch: Arch) -> list[tuple[Arch, str]]:
+        """Neighbours with their equivalence keys, cached by arch."""
+        key = self.space.key(arch)
+        got = self._near.get(key)
+        if got is None:
+            got = self._near[key] = [(n, self.space.equivalence_key(n)) for n in self.space.neighbours(arch)]
+        return got
+
     def _untried(self, parent: Arch, seen: set[str]) -> list[Arch]:
         out, keys = [], set()
-        for child in self.space.neighbours(parent):
-            k = self.space.equivalence_key(child)
+        for child, k in self._neighbours(parent):
             if k in seen or k in keys or (self.feasible is not None and not self.feasible(child)):
                 continue
             keys.add(k)
