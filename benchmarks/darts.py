@@ -60,9 +60,10 @@ def main() -> int:
     p.add_argument("--device", default="pixel3")
     p.add_argument("--latency", type=float, default=5.0, help="target T in ms (default 5)")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--weight", type=float, default=DartsConfig.latency_weight, help="mul#log weight of the main search")
+    p.add_argument("--weight", type=float, default=DartsConfig.latency_weight, help="latency weight of the main search")
     p.add_argument("--sweep-epochs", type=int, default=12)
-    p.add_argument("--sweep", type=float, nargs="+", default=[0.0, 1.0, 3.0, 10.0], help="mul#log weights (beta)")
+    p.add_argument("--term", default=DartsConfig.latency_term, help="latency term of every search (default add#linear)")
+    p.add_argument("--sweep", type=float, nargs="+", default=[0.0, 0.3, 1.0, 3.0], help="latency weights to sweep")
     p.add_argument("--train-epochs", type=int, default=15, help="stand-alone training epochs per network")
     p.add_argument("--randoms", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="a smoke run: few epochs, 3 random networks")
@@ -80,12 +81,12 @@ def main() -> int:
 
     # 1 + 3: one default search.
     t0 = time.perf_counter()
-    main_run = run_darts(
-        space, model, args.latency, DartsConfig(epochs=args.epochs, warmup=warm), log=lambda s: print("  " + s, flush=True)
-    )
+    cfg0 = DartsConfig(epochs=args.epochs, warmup=warm, latency_term=args.term, latency_weight=args.weight)
+    main_run = run_darts(space, model, args.latency, cfg0, log=lambda s: print("  " + s, flush=True))
     wall = time.perf_counter() - t0
     results["search"] = main_run.summary() | {"arch": space.to_string(main_run.arch), "wall_s": wall}
-    print(f"\n[1] one search ({args.epochs} epochs, {warm} warm-up) on digits: {wall:.0f} s (limit 600 s)", flush=True)
+    what = f"{args.epochs} epochs, {warm} warm-up, {args.term} weight {args.weight}"
+    print(f"\n[1] one search ({what}) on digits: {wall:.0f} s (limit 600 s)", flush=True)
     f = main_run.additive.fit
     print(
         f"    latency model: {main_run.additive.source}: held-out R^2 {f['r2']:.3f}, MAPE {f['mape_pct']:.1f} %, "
@@ -103,13 +104,12 @@ def main() -> int:
     # 2: latency-weight sweep.
     sweep = []
     for w in args.sweep:
-        cfg = DartsConfig(epochs=args.sweep_epochs, warmup=max(1, args.sweep_epochs // 5), latency_weight=w)
+        cfg = DartsConfig(epochs=args.sweep_epochs, warmup=max(1, args.sweep_epochs // 5), latency_term=args.term, latency_weight=w)
         r = run_darts(space, model, args.latency, cfg)
-        sweep.append({"weight": w, "latency_ms": r.latency_before_repair_ms, "arch": space.to_string(r.derived_before_repair)})
-        print(
-            f"[2] mul#log weight {w:>5}: derived {r.latency_before_repair_ms:7.3f} ms  {space.to_string(r.derived_before_repair)}",
-            flush=True,
-        )
+        e_lat = r.result.history[-1].expected_latency_ms
+        arch = space.to_string(r.derived_before_repair)
+        sweep.append({"weight": w, "latency_ms": r.latency_before_repair_ms, "expected_ms": e_lat, "arch": arch})
+        print(f"[2] {args.term} weight {w:>5}: derived {r.latency_before_repair_ms:7.3f} ms (E[LAT] {e_lat:.3f} ms)  {arch}", flush=True)
     lats = [s["latency_ms"] for s in sweep]
     falls = all(b <= a + 1e-9 for a, b in itertools.pairwise(lats))
     rho = float(np.corrcoef(np.argsort(np.argsort(args.sweep)), np.argsort(np.argsort(lats)))[0, 1])

@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--latency-term", default="mul#log", choices=("mul#log", "add#linear", "fbnet"), help="latency in the loss (default mul#log)"
     )
-    g.add_argument("--latency-weight", type=float, default=3.0, help="beta of mul#log/fbnet, lambda of add#linear (default 3)")
+    g.add_argument("--latency-weight", type=float, default=1.0, help="lambda of add#linear, beta of mul#log/fbnet (default 1)")
     g.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"), help="where the supernet trains (default cpu)")
     s.add_argument("--no-export", action="store_true", help="skip exporting best.onnx")
     s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")

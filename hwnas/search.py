@@ -84,8 +84,8 @@ class SearchConfig:
     batch: int = 64
     darts_order: int = 1
     sampling: str = "softmax"
-    latency_term: str = "mul#log"
-    latency_weight: float = 3.0
+    latency_term: str = "add#linear"
+    latency_weight: float = 1.0
     train_device: str = "cpu"
     #: Resolved from ``latency_source``: measured | lookup table | table (set by :class:`Search`).
     latency_model: str = ""

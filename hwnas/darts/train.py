@@ -71,8 +71,8 @@ class DartsConfig:
     order: int = 1
     sampling: str = "softmax"
     tau: tuple[float, float] = (5.0, 0.5)
-    latency_term: str = "mul#log"
-    latency_weight: float = 3.0
+    latency_term: str = "add#linear"
+    latency_weight: float = 1.0
     target_ms: float = 1.0
     max_skip_share: float | None = None  # None: the supernet's own default
     guard: bool = True
