@@ -440,7 +440,7 @@ def test_checksums_file_matches_package() -> None:
     for line in (benchdata.DATA_DIR / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split("  ")
         sums[name] = digest
-    assert set(sums) == {"nb201.npz", "nb201_latency.npz"}
+    assert set(sums) == {"nb201.npz", "nb201_latency.npz", "digits.npz"}
     for name, digest in sums.items():
         assert hashlib.sha256((benchdata.DATA_DIR / name).read_bytes()).hexdigest() == digest
 
