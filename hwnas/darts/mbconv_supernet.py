@@ -22,7 +22,7 @@ from torch import nn
 
 from hwnas.darts.supernet import Decision, Supernet
 from hwnas.spaces import Arch
-from hwnas.spaces._mbconv_model import ConvBNAct, InvertedResidual, MBConvNet
+from hwnas.spaces._mbconv_model import ConvBNAct, InvertedResidual, MBConvNet, init_weights
 from hwnas.spaces.mbconv import (
     DEPTHS,
     EXPANSIONS,
@@ -125,7 +125,7 @@ class MBConvSupernet(Supernet):
         self.flatten = nn.Flatten(1)
         self.classifier = nn.Sequential(nn.Dropout(p=0.2), nn.Linear(last_channels, space.num_classes))
         self._decisions = [Decision(f"s{s}b{b}", blk.choices) for (s, b), blk in zip(self._slots, self._mixed(), strict=True)]
-        self._init_weights()
+        init_weights(self)
 
     def _full_depth_arch(self) -> Arch:
         arch: Arch = {"resolution": self.resolution, "width": self.width}
@@ -134,18 +134,6 @@ class MBConvSupernet(Supernet):
             for block in range(1, MAX_DEPTH[stage - 1] + 1):
                 arch[f"s{stage}b{block}_k"], arch[f"s{stage}b{block}_e"] = INACTIVE_K, INACTIVE_E
         return arch
-
-    def _init_weights(self) -> None:
-        # The space's model's (torchvision's) initialisation, so a subnet starts as a built arch does.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
 
     # -- the Supernet interface -------------------------------------------------
     def decisions(self) -> list[Decision]:
