@@ -34,6 +34,9 @@ from typing import NoReturn
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _npz_io import ConversionError, fail, save_npz, update_sums, verify_written
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -60,14 +63,6 @@ LICENSES = {  # source (relative to --shared) -> name under hwnas/data/licenses/
     "hw-nas-bench/LICENSE": "HW-NAS-Bench-LICENSE.txt",
     "nas-bench-201/LICENSE-cifar10_avg.txt": "NAS-Landscapes-cifar10_avg-LICENSE.txt",
 }
-
-
-class ConversionError(Exception):
-    pass
-
-
-def fail(msg: str) -> NoReturn:
-    raise ConversionError(msg)
 
 
 class _RefuseAll(pickle.Unpickler):
@@ -198,33 +193,6 @@ def convert_latencies(shared: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like np.savez_compressed, but byte-reproducible (fixed zip timestamps, sorted names)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for name in sorted(arrays):
-            arr = np.ascontiguousarray(arrays[name])
-            if arr.dtype == object:
-                fail(f"{name}: object arrays are not allowed")
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, arr, allow_pickle=False)
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
-    tmp.replace(path)
-
-
-def verify_written(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with np.load(path, allow_pickle=False) as npz:
-        if sorted(npz.files) != sorted(arrays):
-            fail(f"{path}: written names {sorted(npz.files)} differ")
-        for name, arr in arrays.items():
-            back = npz[name]
-            if back.dtype != arr.dtype or not np.array_equal(back, arr):
-                fail(f"{path}: array {name} does not read back identically")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -246,19 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         acc, arch_strings = convert_accuracies(args.shared)
         lat = convert_latencies(args.shared)
         args.out.mkdir(parents=True, exist_ok=True)
-        sums_path = args.out / SUMS_FILE
-        # Keep the lines of files this tool does not write (e.g. digits.npz from convert_digits.py).
-        mine = {NB201_FILE, LATENCY_FILE}
-        old = sums_path.read_text(encoding="ascii").splitlines() if sums_path.exists() else []
-        sums = [line + "\n" for line in old if line.strip() and line.split()[-1] not in mine]
         for name, arrays in [(NB201_FILE, acc), (LATENCY_FILE, lat)]:
             path = args.out / name
             save_npz(path, arrays)
             verify_written(path, arrays)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            sums.append(f"{digest}  {name}\n")
+            # Only this tool's lines change: others (digits.npz from convert_digits.py) are kept.
+            update_sums(args.out / SUMS_FILE, name, hashlib.sha256(path.read_bytes()).hexdigest())
             print(f"wrote {path} ({path.stat().st_size:,} bytes, {len(arrays)} arrays)")
-        sums_path.write_text("".join(sorted(sums, key=lambda line: line.split()[-1])), encoding="ascii")
         print(f"wrote {args.out / SUMS_FILE}")
         lic_dir = args.out / "licenses"
         lic_dir.mkdir(exist_ok=True)

@@ -22,13 +22,13 @@ import argparse
 import gzip
 import hashlib
 import importlib.util
-import io
 import sys
-import zipfile
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _npz_io import ConversionError, fail, save_npz, update_sums, verify_written
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_NAME = "digits.npz"
@@ -36,14 +36,6 @@ SUMS_FILE = "SHA256SUMS"
 N_SAMPLES = 1797
 # Images per digit 0..9 in this copy (scikit-learn's documentation of load_digits).
 CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
-
-
-class ConversionError(Exception):
-    pass
-
-
-def fail(msg: str) -> NoReturn:
-    raise ConversionError(msg)
 
 
 def find_sklearn_csv() -> Path:
@@ -77,46 +69,6 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if counts != CLASS_COUNTS:
         fail(f"{path}: images per class {counts}, expected {CLASS_COUNTS}")
     return pixels.reshape(N_SAMPLES, 8, 8).astype(np.uint8), labels.astype(np.uint8)
-
-
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like np.savez_compressed, but byte-reproducible (fixed zip timestamps, sorted names)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for name in sorted(arrays):
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
-    tmp.replace(path)
-
-
-def verify_written(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with np.load(path, allow_pickle=False) as npz:
-        if sorted(npz.files) != sorted(arrays):
-            fail(f"{path}: written names {sorted(npz.files)} differ")
-        for name, arr in arrays.items():
-            back = npz[name]
-            if back.dtype != arr.dtype or not np.array_equal(back, arr):
-                fail(f"{path}: array {name} does not read back identically")
-
-
-def update_sums(sums_path: Path, name: str, digest: str) -> None:
-    """Set ``name``'s line in SHA256SUMS, keeping every other line and their order."""
-    lines = sums_path.read_text(encoding="ascii").splitlines() if sums_path.exists() else []
-    new = f"{digest}  {name}"
-    out, found = [], False
-    for line in lines:
-        if line.strip().partition("  ")[2].lstrip("*") == name:
-            out.append(new)
-            found = True
-        elif line.strip():
-            out.append(line)
-    if not found:
-        out.append(new)
-    sums_path.write_text("".join(f"{line}\n" for line in out), encoding="ascii")
 
 
 def main(argv: list[str] | None = None) -> int:
