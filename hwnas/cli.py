@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--darts-order", type=_int, default=1, choices=(1, 2), help="1: first-order DARTS, 2: second-order (default 1)")
     g.add_argument("--sampling", default="softmax", choices=("softmax", "gumbel"), help="softmax (DARTS) or gumbel (FBNet)")
     g.add_argument(
-        "--latency-term", default="mul#log", choices=("mul#log", "add#linear", "fbnet"), help="latency in the loss (default mul#log)"
+        "--latency-term", default="add#linear", choices=("mul#log", "add#linear", "fbnet"), help="latency in the loss (default add#linear)"
     )
     g.add_argument("--latency-weight", type=float, default=1.0, help="lambda of add#linear, beta of mul#log/fbnet (default 1)")
     g.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"), help="where the supernet trains (default cpu)")

@@ -21,7 +21,7 @@ import numpy as np
 from hwnas.cost.latency import LatencyModel, latency_model_for
 from hwnas.device import Device, get_device
 from hwnas.errors import InfeasibleError, UsageError
-from hwnas.evaluate import Evaluator, make_evaluator
+from hwnas.evaluate import EvalContext, EvaluationFailed, Evaluator, make_evaluator
 from hwnas.pareto import is_non_dominated
 from hwnas.spaces import Arch, SearchSpace
 from hwnas.spaces.nb201 import NB201Space
@@ -44,6 +44,7 @@ IDENTITY_KEYS = (
     "also_devices",
     "also_latency_ms",
     "evaluator",
+    "evaluator_options",
     "latency_model",
 )
 DIRECTIONS: list[StudyDirection] = ["maximize", "minimize"]  # accuracy %, latency ms
@@ -70,6 +71,8 @@ class SearchConfig:
     strategy: str = "tpe"
     seed: int = 0
     evaluator: str = "table"
+    #: Settings of a training-based evaluator (e.g. epochs, pruner); part of the study's identity.
+    evaluator_options: dict[str, Any] = field(default_factory=dict)
     out: str = ""
     storage: str = ""
     study: str = ""
@@ -153,19 +156,28 @@ class Search:
         for name, budget in zip(config.also_devices, config.also_latency_ms, strict=True):
             dev = get_device(name)
             self.also.append((dev, latency_model_for(dev, self.space, "auto", log=log), budget))
+        config.out = config.out or config.default_out()
+        self.out = Path(config.out)
+        config.storage = config.storage or f"{JOURNAL_PREFIX}{self.out / 'study.journal'}"
+        config.study = config.study or "hwnas"
         self.evaluator: Evaluator | None
+        context = EvalContext(
+            data=config.data,
+            train_device=config.train_device,
+            seed=config.seed,
+            out_dir=self.out,
+            storage=config.storage,
+            study=config.study,
+            log=log,
+        )
         try:
-            self.evaluator = make_evaluator(config.evaluator, self.space)
+            self.evaluator = make_evaluator(config.evaluator, self.space, context=context, **config.evaluator_options)
         except UsageError:
             if config.strategy != "darts":
                 raise
             self.evaluator = None  # the derived arch's inherited-weight accuracy, once DARTS has run
         if config.strategy == "darts":
             self._darts_config().check()
-        config.out = config.out or config.default_out()
-        self.out = Path(config.out)
-        config.storage = config.storage or f"{JOURNAL_PREFIX}{self.out / 'study.journal'}"
-        config.study = config.study or "hwnas"
         self._seen: dict[str, optuna.trial.FrozenTrial] = {}
         self._best: tuple[float, float, int] | None = None
 
@@ -261,7 +273,11 @@ class Search:
             trial.set_user_attr("accuracy_source", f"not evaluated: over the {' and '.join(over)} budget")
             return NOT_EVALUATED, lat.ms
         assert self.evaluator is not None
-        acc = self.evaluator.evaluate(arch)
+        try:
+            acc = self.evaluator.evaluate(arch, trial)
+        except EvaluationFailed as exc:
+            trial.set_user_attr("failed_because", str(exc))
+            raise
         trial.set_user_attr("accuracy", acc.value)
         trial.set_user_attr("accuracy_source", acc.source)
         for key, value in acc.extras.items():
@@ -415,6 +431,7 @@ class Search:
                     self._after_trial,
                     optuna.study.MaxTrialsCallback(self.config.trials, states=(optuna.trial.TrialState.COMPLETE,)),
                 ],
+                catch=(EvaluationFailed,),
                 gc_after_trial=False,
             )
         report = self._report(study)
@@ -582,7 +599,7 @@ class _FixedAccuracy:
     def __init__(self, key: str, value: float, source: str) -> None:
         self.key, self.value, self.source = key, value, source
 
-    def evaluate(self, arch: Arch) -> Any:
+    def evaluate(self, arch: Arch, trial: Any = None) -> Any:
         from hwnas.evaluate import Accuracy
 
         return Accuracy(self.value, self.source)

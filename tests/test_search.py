@@ -30,9 +30,9 @@ def pixel3_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Search, dict]:
     calls: list[str] = []
     inner = search.evaluator.evaluate
 
-    def spy(arch):  # type: ignore[no-untyped-def]
+    def spy(arch, trial=None):  # type: ignore[no-untyped-def]
         calls.append(search.space.to_string(arch))
-        return inner(arch)
+        return inner(arch, trial)
 
     search.evaluator.evaluate = spy  # type: ignore[method-assign]
     report = search.run()

@@ -1,13 +1,21 @@
-"""Accuracy evaluators: a registry of factories ``(space, **options) -> Evaluator``.
+"""Accuracy evaluators: a registry of factories ``(space, *, context, **options) -> Evaluator``.
 
 ``table`` looks accuracies up in the NAS-Bench-201 benchmark. Training-based evaluators
-(proxy training, a weight-sharing supernet) register here the same way.
+(proxy training, a weight-sharing supernet) register here the same way: they read the data,
+the training device, the seed and the run folder from the :class:`EvalContext`, and their own
+settings from ``options`` (``SearchConfig.evaluator_options``, recorded in the study).
+
+An evaluator's ``evaluate(arch, trial=None)`` returns an :class:`Accuracy`. It may raise
+``optuna.TrialPruned`` (a multi-fidelity evaluator stopped a poor candidate early: the trial is
+recorded as pruned) or :class:`EvaluationFailed` (the candidate cannot be evaluated, e.g. its
+training diverged: the trial is recorded as failed with the reason, and the search goes on).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from hwnas.registry import Registry
@@ -23,10 +31,31 @@ class Accuracy:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+class EvaluationFailed(RuntimeError):
+    """This candidate cannot be evaluated (e.g. a NaN loss); its trial fails, the search goes on."""
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What a training-based evaluator needs from the run it serves."""
+
+    #: ``--data`` spec: digits | cifar10:DIR | cifar100:DIR | npz:FILE
+    data: str = "digits"
+    #: ``--train-device``: cpu | cuda
+    train_device: str = "cpu"
+    seed: int = 0
+    #: The run folder (checkpoints live here); None outside a search run.
+    out_dir: Path | None = None
+    #: The study's storage URL and name (an evaluator may keep side studies there, e.g. for pruning).
+    storage: str = ""
+    study: str = ""
+    log: Callable[[str], None] = field(default=lambda s: None, repr=False, compare=False)
+
+
 class Evaluator(Protocol):
     name: str
 
-    def evaluate(self, arch: Arch) -> Accuracy: ...
+    def evaluate(self, arch: Arch, trial: Any = None) -> Accuracy: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -34,9 +63,10 @@ class Evaluator(Protocol):
 EVALUATORS: Registry[Callable[..., Evaluator]] = Registry("evaluator")
 
 
-def make_evaluator(name: str, space: SearchSpace, **options: Any) -> Evaluator:
-    """Build the evaluator ``name`` for ``space`` (UsageError for unknown names or unsupported spaces)."""
-    return EVALUATORS.get(name)(space, **options)
+def make_evaluator(name: str, space: SearchSpace, *, context: EvalContext | None = None, **options: Any) -> Evaluator:
+    """Build the evaluator ``name`` for ``space`` (UsageError for unknown names, unsupported spaces
+    or options)."""
+    return EVALUATORS.get(name)(space, context=context or EvalContext(), **options)
 
 
 def _register_builtin() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from hwnas.benchdata import nb201_table
 from hwnas.errors import UsageError
-from hwnas.evaluate import Accuracy
+from hwnas.evaluate import Accuracy, EvalContext
 from hwnas.spaces import Arch, SearchSpace
 
 #: dataset -> (signal metric, signal description, report metric)
@@ -29,14 +29,14 @@ class TableEvaluator:
 
     name = "table"
 
-    def __init__(self, space: SearchSpace, **options: Any) -> None:
+    def __init__(self, space: SearchSpace, *, context: EvalContext | None = None, **options: Any) -> None:
         if space.name != "nb201":
             raise UsageError(
                 f"evaluator 'table' has benchmark accuracies for space nb201 only, not {space.name!r}; "
                 "use --space nb201 (training-based evaluators for other spaces are not available yet)"
             )
         if options:
-            raise UsageError(f"evaluator 'table' takes no options, got {sorted(options)}")
+            raise UsageError(f"evaluator 'table' takes no training options, got {sorted(options)}; drop them or use --evaluator train")
         self.space = space
         self.dataset: str = getattr(space, "dataset", "cifar10")
         signal, self._signal_text, report = _METRICS[self.dataset]
@@ -45,7 +45,7 @@ class TableEvaluator:
         self._report = table.metric(report)
         self._report_name = report
 
-    def evaluate(self, arch: Arch) -> Accuracy:
+    def evaluate(self, arch: Arch, trial: Any = None) -> Accuracy:
         index = self.space.index(arch)  # type: ignore[attr-defined]
         return Accuracy(
             value=float(self._signal[index]),
