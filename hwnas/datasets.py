@@ -421,6 +421,20 @@ def split(ds: Dataset, fractions: Sequence[float], seed: int) -> list[Dataset]:
     return out
 
 
+def evaluation_splits(ds: Dataset, seed: int = 0) -> tuple[Dataset, Dataset, Dataset]:
+    """(train, valid, test) for training-based evaluators: candidates train on ``train``, the
+    search sees their ``valid`` accuracy, and ``test`` stays held out for the final check.
+
+    Data with its own test split (CIFAR) keeps it and gives 20 % of its training set to
+    ``valid``; otherwise the data is split 60/20/20, stratified by class.
+    """
+    if ds.test is not None:
+        train, valid = split(ds, (0.8, 0.2), seed=seed)
+        return train, valid, ds.test
+    train, valid, test = split(ds, (0.6, 0.2, 0.2), seed=seed)
+    return train, valid, test
+
+
 def batches(ds: Dataset, batch_size: int, *, shuffle: bool, seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches of ``ds`` as (float32 x (B, C, H, W), int64 y (B,)) CPU tensors.
 

@@ -48,6 +48,9 @@ IDENTITY_KEYS = (
     "latency_model",
 )
 DIRECTIONS: list[StudyDirection] = ["maximize", "minimize"]  # accuracy %, latency ms
+#: Trial states that use up the trial budget: evaluated, or stopped early by a pruner. Failed
+#: trials (a crash, a killed process, a diverged training) do not: their work is redone.
+COUNTED_STATES = ("COMPLETE", "PRUNED")
 #: Accuracy recorded for an over-budget trial, whose accuracy is never evaluated (see accuracy_source).
 NOT_EVALUATED = 0.0
 
@@ -372,9 +375,8 @@ class Search:
 
     @staticmethod
     def _count_complete(study: optuna.Study) -> int:
-        import optuna
 
-        return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        return len(study.get_trials(deepcopy=False, states=_counted_states()))
 
     # -- the run ---------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -429,7 +431,7 @@ class Search:
                 n_trials=remaining,
                 callbacks=[
                     self._after_trial,
-                    optuna.study.MaxTrialsCallback(self.config.trials, states=(optuna.trial.TrialState.COMPLETE,)),
+                    optuna.study.MaxTrialsCallback(self.config.trials, states=_counted_states()),
                 ],
                 catch=(EvaluationFailed,),
                 gc_after_trial=False,
@@ -581,6 +583,12 @@ class Search:
         if measured is None:
             d["not_measured_because"] = f"{self.device.name} is a table device; its latency comes from the benchmark table"
         return d
+
+
+def _counted_states() -> tuple[Any, ...]:
+    import optuna
+
+    return tuple(optuna.trial.TrialState[name] for name in COUNTED_STATES)
 
 
 def _json_default(o: Any) -> Any:
