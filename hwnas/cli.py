@@ -80,6 +80,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         sampling=args.sampling,
         latency_term=args.latency_term,
         latency_weight=args.latency_weight,
+        adapt_latency_weight=not args.fixed_latency_weight,
+        selection=args.selection,
         train_device=args.train_device,
     )
     search = Search(config, log=(lambda s: None) if args.quiet else _err)
@@ -368,7 +370,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--latency-term", default="add#linear", choices=("mul#log", "add#linear", "fbnet"), help="latency in the loss (default add#linear)"
     )
-    g.add_argument("--latency-weight", type=float, default=1.0, help="lambda of add#linear, beta of mul#log/fbnet (default 1)")
+    g.add_argument(
+        "--latency-weight", type=float, default=1.0, help="lambda of add#linear (its start when adapted), beta of mul#log/fbnet (default 1)"
+    )
+    g.add_argument(
+        "--fixed-latency-weight",
+        action="store_true",
+        help="keep add#linear's lambda fixed (default: adapted by dual ascent so the derived network lands at --latency)",
+    )
+    g.add_argument(
+        "--selection",
+        default="perturbation",
+        choices=("perturbation", "alpha"),
+        help="how the trained supernet picks each choice under the budget: perturbation (DARTS-PT, default) or alpha (argmax)",
+    )
     g.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"), help="where the supernet trains (default cpu)")
     s.add_argument("--no-export", action="store_true", help="skip exporting best.onnx")
     s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")

@@ -92,6 +92,10 @@ class SearchConfig:
     sampling: str = "softmax"
     latency_term: str = "add#linear"
     latency_weight: float = 1.0
+    #: Adapt the add#linear weight toward the latency target (dual ascent, LightNAS); False: fixed.
+    adapt_latency_weight: bool = True
+    #: How the trained supernet picks its architecture: perturbation (DARTS-PT) | alpha.
+    selection: str = "perturbation"
     train_device: str = "cpu"
     #: Resolved from ``latency_source``: measured | lookup table | table (set by :class:`Search`).
     latency_model: str = ""
@@ -300,6 +304,8 @@ class Search:
             sampling=c.sampling,
             latency_term=c.latency_term,
             latency_weight=c.latency_weight,
+            adapt_weight=c.adapt_latency_weight,
+            selection=c.selection,
             target_ms=c.latency_ms,
             seed=c.seed,
             device=c.train_device,

@@ -171,11 +171,33 @@ def test_search_loop_runs_and_records_history(order: int, sampling: str) -> None
     assert all(abs(sum(p) - 1) < 1e-5 for p in result.probabilities)
 
 
+@pytest.mark.parametrize(("target_ms", "grows"), [(0.5, True), (1e4, False)])
+def test_latency_weight_adapts_toward_the_target(target_ms: float, grows: bool) -> None:
+    """Dual ascent: over the target (T below the fastest cell) the weight only grows; far under it
+    (huge T) it only decays; with adapt_weight=False it stays where it was set."""
+    net = tiny()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
+    batches = lambda epoch: iter([(x[:16], y[:16]), (x[16:32], y[16:32])])  # noqa: E731
+    latency = fit_additive_latency(net, FakeLatency())  # type: ignore[arg-type]
+    cfg = DartsConfig(epochs=4, warmup=1, target_ms=target_ms, latency_weight=1.0, threads=1)
+    weights = [h.latency_weight for h in search(net, batches, batches, latency, cfg).history]
+    assert weights[0] == 1.0  # warm-up: no architecture steps yet
+    steps = np.diff(weights[1:] if len(weights) > 2 else weights)
+    assert (steps > 0).all() if grows else (steps < 0).all()
+    assert (weights[-1] > 1.0) == grows
+    fixed = DartsConfig(epochs=3, warmup=1, target_ms=target_ms, latency_weight=1.0, adapt_weight=False, threads=1)
+    assert {h.latency_weight for h in search(tiny(), batches, batches, latency, fixed).history} == {1.0}
+
+
 def test_config_checks() -> None:
     with pytest.raises(UsageError, match="warmup"):
         DartsConfig(epochs=3, warmup=3).check()
     with pytest.raises(UsageError, match="latency-term"):
         DartsConfig(latency_term="mul#lin").check()
+    with pytest.raises(UsageError, match="cannot adapt"):
+        DartsConfig(latency_weight=0.0).check()
+    DartsConfig(latency_weight=0.0, adapt_weight=False).check()
 
 
 def test_cli_darts_search_records_one_trial_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -243,3 +265,45 @@ def test_mbconv_supernet_searches_and_its_skips_are_depth_not_collapse() -> None
     arch = net.derive(result.picks)
     assert net.space.validate(arch) == arch
     assert arch["resolution"] == 128 and arch["width"] == 0.5
+
+
+def test_perturbation_scores_are_zero_for_weightless_choices_and_rise_for_the_load_bearing_one() -> None:
+    """Removing a choice the mixture gives no weight changes nothing; removing the only weighted
+    choice removes the decision (inf); scores have one entry per choice."""
+    from hwnas.darts.select import perturbation_scores
+
+    net = tiny()
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 3, (16,), generator=g))]
+    probs = [[0.0, 0.0, 0.5, 0.5, 0.0] for _ in range(6)]
+    probs[0] = [0.0, 0.0, 0.0, 1.0, 0.0]
+    scores = perturbation_scores(net, probs, data)
+    assert [len(s) for s in scores] == [5] * 6
+    assert scores[0][3] == np.inf
+    for s, p in zip(scores, probs, strict=True):
+        assert all(abs(v) < 1e-6 for v, q in zip(s, p, strict=True) if q == 0)
+    assert any(abs(v) > 1e-6 for s in scores[1:] for v in s)
+
+
+def test_derive_under_budget_meets_the_target_and_spends_more_of_a_larger_one() -> None:
+    from hwnas.darts.select import derive_under_budget
+
+    net = tiny()
+    fake = FakeLatency()
+    additive = fit_additive_latency(net, fake)  # type: ignore[arg-type]
+
+    def exact(picks: list[int]) -> float:
+        return fake.latency(net.derive(picks)).ms
+
+    # Scores that prefer the slowest choice everywhere: conv3x3 > conv1x1 > pool > skip > none.
+    pref = {C3: 1.0, C1: 0.6, POOL: 0.3, SKIP: 0.1, NONE: 0.0}
+    scores = [np.array([pref[i] for i in range(5)]) for _ in range(6)]
+    free, mu0 = derive_under_budget(net, scores, additive, exact, float("inf"), max_share=net.max_skip_share)
+    assert free == [C3] * 6 and mu0 == 0.0
+    total = {}
+    for target in (4.0, 6.0, 9.0):
+        picks, mu = derive_under_budget(net, scores, additive, exact, target, max_share=net.max_skip_share)
+        assert exact(picks) <= target and mu > 0
+        assert skip_share(net, picks) <= net.max_skip_share + 1e-9
+        total[target] = sum(pref[p] for p in picks)
+    assert total[4.0] <= total[6.0] <= total[9.0] and total[4.0] < total[9.0]

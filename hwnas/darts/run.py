@@ -17,6 +17,7 @@ import torch
 
 from hwnas.cost.latency import LatencyModel
 from hwnas.darts.latency import AdditiveLatency, fit_additive_latency
+from hwnas.darts.select import alpha_scores, derive_under_budget, perturbation_scores
 from hwnas.darts.supernet import Supernet
 from hwnas.darts.train import DartsConfig, DartsResult, repair_to_budget, search, skip_share
 from hwnas.errors import UsageError
@@ -28,6 +29,7 @@ class DartsOutcome:
     arch: Arch
     latency_ms: float
     latency_source: str
+    #: The selection without the budget (and its latency): what the supernet prefers.
     derived_before_repair: Arch
     latency_before_repair_ms: float
     repairs: list[str]
@@ -109,22 +111,40 @@ def run_darts(
         f"darts on {ds.name} ({len(search_train)} train / {len(search_valid)} valid, {ds.input_shape}), "
         f"{sum(p.numel() for p in supernet.parameters()):,} supernet weights, {config.epochs} epochs "
         f"({config.warmup} warm-up), order {config.order}, {config.sampling}, {config.latency_term} weight {config.latency_weight}"
+        f"{' adapted toward the target' if config.adapts else ''}"
     )
+
+    def exact(picks: list[int]) -> float:
+        return latency_model.latency(supernet.derive(picks)).ms
+
     result = search(
         supernet,
         lambda e: batches(search_train, config.batch, shuffle=True, seed=config.seed * 1000 + e),
         lambda e: batches(search_valid, config.batch, shuffle=True, seed=config.seed * 1000 + 500 + e),
         additive,
         config,
+        exact=exact,
         log=say,
     )
 
-    def exact(picks: list[int]) -> float:
-        return latency_model.latency(supernet.derive(picks)).ms
+    max_share = config.max_skip_share if config.max_skip_share is not None else supernet.max_skip_share
+    if config.selection == "perturbation":
+        import itertools
 
-    before = supernet.derive(result.picks)
-    before_ms = exact(result.picks)
-    picks, repairs = repair_to_budget(supernet, result.picks, result.probabilities, exact, target_ms)
+        valid = itertools.islice(batches(search_valid, config.batch, shuffle=True, seed=config.seed * 1000 + 999), config.selection_batches)
+        scores = perturbation_scores(supernet, result.probabilities, valid, config.device)
+    else:
+        scores = alpha_scores(result.probabilities)
+    cap = max_share if config.guard else None
+    unconstrained = derive_under_budget(supernet, scores, additive, exact, float("inf"), max_share=cap)[0]
+    before = supernet.derive(unconstrained)
+    before_ms = exact(unconstrained)
+    budgeted, mu = derive_under_budget(supernet, scores, additive, exact, target_ms, max_share=cap)
+    say(
+        f"selection ({config.selection}): unconstrained {space.to_string(before)} {before_ms:.3f} ms; "
+        f"under {target_ms:g} ms: latency multiplier {mu:.3g}, {exact(budgeted):.3f} ms"
+    )
+    picks, repairs = repair_to_budget(supernet, budgeted, result.probabilities, exact, target_ms)
     for line in repairs:
         say(f"budget repair: {line}")
     arch = supernet.derive(picks)

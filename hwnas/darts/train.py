@@ -17,6 +17,16 @@ where it leads by the widest margin; every other decision takes its strongest pa
 choice. It costs nothing, needs no extra training, leaves the latency term free to pick cheaper
 convolutions and pools, and makes the collapsed cell impossible by construction. The uncapped
 derivation is logged every epoch, so the collapse it prevents stays visible.
+
+Hitting the target: a fixed latency weight sets a trade-off, not a latency (``add#linear``'s
+pull toward cheaper choices is the same at 2 ms as at 20 ms). By default the weight of
+``add#linear`` is therefore a Lagrange multiplier adapted by dual ascent, as in LightNAS (Luo
+et al., DAC 2022): after every architecture step it is multiplied by
+``exp(rate * (LAT / T - 1))``, where LAT is the device latency of the architecture that would be
+derived now (capped, on the exact latency model when one is given). Over the target the weight
+grows and pushes E[LAT] down; under it the weight decays and the cross-entropy takes the
+latency back, so the derived architecture settles at T instead of wherever a guessed weight
+lands it. ``adapt_weight=False`` keeps the weight fixed (the weight sweep of the benchmark).
 """
 
 from __future__ import annotations
@@ -74,6 +84,14 @@ class DartsConfig:
     latency_term: str = "add#linear"
     latency_weight: float = 1.0
     target_ms: float = 1.0
+    #: Dual ascent of the add#linear weight toward the target (LightNAS); False: a fixed weight.
+    adapt_weight: bool = True
+    adapt_rate: float = 0.05
+    #: How the trained supernet is turned into one architecture (hwnas.darts.select):
+    #: "perturbation" (DARTS-PT) or "alpha" (argmax), both under the budget.
+    selection: str = "perturbation"
+    #: Validation batches that score the perturbation selection.
+    selection_batches: int = 4
     max_skip_share: float | None = None  # None: the supernet's own default
     guard: bool = True
     seed: int = 0
@@ -93,8 +111,19 @@ class DartsConfig:
             raise UsageError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         if self.latency_term not in LATENCY_TERMS:
             raise UsageError(f"--latency-term must be one of {', '.join(LATENCY_TERMS)}, got {self.latency_term!r}")
+        if self.selection not in ("perturbation", "alpha"):
+            raise UsageError(f"--selection must be perturbation or alpha, got {self.selection!r}")
         if self.batch < 1:
             raise UsageError(f"--batch must be >= 1, got {self.batch}")
+        if not (self.latency_weight >= 0 and math.isfinite(self.latency_weight)):
+            raise UsageError(f"--latency-weight must be a finite number >= 0, got {self.latency_weight}; e.g. --latency-weight 1")
+        if self.adapt_weight and self.latency_term == "add#linear" and self.latency_weight == 0:
+            raise UsageError("--latency-weight 0 cannot adapt toward the target (it stays 0); give a positive weight, e.g. 1")
+
+    @property
+    def adapts(self) -> bool:
+        """Whether the latency weight is adapted toward the target (add#linear only)."""
+        return self.adapt_weight and self.latency_term == "add#linear"
 
 
 @dataclass
@@ -104,7 +133,9 @@ class EpochLog:
     train_acc: float
     valid_acc: float
     expected_latency_ms: float
+    #: Exact latency of the architecture derived now (with the collapse guard's cap).
     derived_latency_ms: float
+    latency_weight: float
     skip_share: float
     derived: list[int]
     seconds: float
@@ -160,18 +191,21 @@ def search(
     latency: AdditiveLatency,
     config: DartsConfig,
     *,
+    exact: Callable[[list[int]], float] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> DartsResult:
     """Train ``supernet`` and its architecture parameters; return the derived choices.
 
     ``train_batches(epoch)`` and ``valid_batches(epoch)`` yield (x, y) batches of the two splits.
+    ``exact(picks)`` is the device latency (ms) of a derivation, used to adapt the latency weight
+    toward the target (default: the additive model's estimate).
     """
     config.check()
     before = torch.get_num_threads()
     if config.device == "cpu":
         torch.set_num_threads(config.threads or default_threads())
     try:
-        return _search(supernet, train_batches, valid_batches, latency, config, log)
+        return _search(supernet, train_batches, valid_batches, latency, config, exact or latency.of_picks, log)
     finally:
         torch.set_num_threads(before)
 
@@ -188,6 +222,7 @@ def _search(
     valid_batches: Batches,
     latency: AdditiveLatency,
     config: DartsConfig,
+    exact: Callable[[list[int]], float],
     log: Callable[[str], None] | None,
 ) -> DartsResult:
     torch.manual_seed(config.seed)
@@ -205,6 +240,7 @@ def _search(
     history: list[EpochLog] = []
     t_start = time.perf_counter()
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    lam = config.latency_weight  # the add#linear multiplier; adapted toward the target when config.adapts
 
     def gates(epoch: int) -> list[torch.Tensor]:
         if config.sampling == "softmax":
@@ -220,7 +256,7 @@ def _search(
     def arch_loss(x: torch.Tensor, y: torch.Tensor, g: list[torch.Tensor]) -> torch.Tensor:
         ce = F.cross_entropy(net(x, g), y)
         lat = latency.expected([F.softmax(a, dim=-1) for a in alphas])
-        return latency_loss(ce, lat, config.target_ms, config.latency_term, config.latency_weight)
+        return latency_loss(ce, lat, config.target_ms, config.latency_term, lam if config.adapts else config.latency_weight)
 
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
@@ -238,6 +274,9 @@ def _search(
                 for p in weights:
                     p.grad = None
                 a_opt.step()
+                if config.adapts:
+                    now = exact(derive_picks(supernet, alphas, max_share=max_share if config.guard else None))
+                    lam = min(1e3, max(1e-3, lam * math.exp(config.adapt_rate * (now / config.target_ms - 1.0))))
             w_opt.zero_grad()
             g = [t.detach() for t in gates(epoch)]
             out = net(xt, g)
@@ -260,7 +299,8 @@ def _search(
             train_acc=100.0 * correct / max(1, n),
             valid_acc=valid_acc,
             expected_latency_ms=float(latency.expected([F.softmax(a, dim=-1).detach().cpu() for a in alphas])),
-            derived_latency_ms=latency.of_picks(picks),
+            derived_latency_ms=exact(derive_picks(supernet, alphas, max_share=max_share if config.guard else None)),
+            latency_weight=lam if config.adapts else config.latency_weight,
             skip_share=share,
             derived=picks,
             seconds=time.perf_counter() - t0,
@@ -270,7 +310,8 @@ def _search(
             log(
                 f"epoch {entry.epoch:>3}/{config.epochs}: loss {entry.train_loss:.3f} train {entry.train_acc:5.1f}% "
                 f"valid {entry.valid_acc:5.1f}% E[lat] {entry.expected_latency_ms:.3f} ms derived {entry.derived_latency_ms:.3f} ms "
-                f"skip share {share:.2f} ({entry.seconds:.1f} s){'' if search_alpha else ' (warm-up)'}"
+                f"weight {entry.latency_weight:.3g} skip share {share:.2f} (uncapped) ({entry.seconds:.1f} s)"
+                f"{'' if search_alpha else ' (warm-up)'}"
             )
     uncapped = derive_picks(supernet, alphas, max_share=None)
     final = derive_picks(supernet, alphas, max_share=max_share if config.guard else None)
