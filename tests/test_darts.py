@@ -281,7 +281,8 @@ def test_perturbation_scores_are_zero_for_weightless_choices_and_rise_for_the_lo
     assert [len(s) for s in scores] == [5] * 6
     assert scores[0][3] == np.inf
     for s, p in zip(scores, probs, strict=True):
-        assert all(abs(v) < 1e-6 for v, q in zip(s, p, strict=True) if q == 0)
+        assert s[NONE] == -np.inf  # a zero op is never selected by perturbation
+        assert all(abs(v) < 1e-6 for i, (v, q) in enumerate(zip(s, p, strict=True)) if q == 0 and i != NONE)
     assert any(abs(v) > 1e-6 for s in scores[1:] for v in s)
 
 

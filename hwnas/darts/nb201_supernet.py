@@ -69,6 +69,7 @@ class NB201Supernet(Supernet):
     """
 
     skip_choices = frozenset({"skip_connect", "none"})
+    zero_choices = frozenset({"none"})
     #: The collapse guard's limit: at most 2 of the 6 edges parameter-free (DARTS+'s rule).
     max_skip_share = 2 / 6
 

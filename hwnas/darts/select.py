@@ -8,7 +8,9 @@ Two scores per (decision, choice):
   "Rethinking Architecture Selection in Differentiable NAS", ICLR 2021): the magnitude of an
   architecture parameter does not say how much the supernet relies on the choice, and it is
   exactly what inflates skip connections; the loss without the choice does say it. Here it is
-  measured once for every choice, without DARTS-PT's fine-tuning between edges.
+  measured once for every choice, without DARTS-PT's fine-tuning between edges. A zero choice
+  (NB201's ``none``) is never selected this way, as in DARTS' own derivation: removing it only
+  rescales the rest of its mixture, which says nothing about the choice.
 
 Either score is then turned into an architecture under the budget: per decision the choice with
 the best ``score - mu * latency`` (the additive latency model's per-choice milliseconds), where
@@ -64,6 +66,9 @@ def perturbation_scores(
                 continue
             trial = [*gates[:d], rest / rest.sum(), *gates[d + 1 :]]
             row[c] = loss(trial) - base
+        for c, label in enumerate(supernet.decisions()[d].choices):
+            if label in supernet.zero_choices:
+                row[c] = -np.inf
         scores.append(row)
     supernet.train(was)
     return scores
@@ -89,7 +94,8 @@ def derive_under_budget(
 
     def picks_at(mu: float) -> list[int]:
         adjusted = [
-            torch.as_tensor(np.where(np.isfinite(s), s, 1e9) - mu * np.asarray(w)) for s, w in zip(scores, additive.weights, strict=True)
+            torch.as_tensor(np.nan_to_num(s, posinf=1e9, neginf=-1e9) - mu * np.asarray(w))
+            for s, w in zip(scores, additive.weights, strict=True)
         ]
         return derive_picks(supernet, adjusted, max_share=max_share)
 

@@ -42,6 +42,9 @@ class Supernet(nn.Module, abc.ABC):
 
     space: SearchSpace
     skip_choices: frozenset[str] = frozenset()
+    #: Labels whose output is zero (NB201's ``none``). Taking one out of a mixture only rescales
+    #: the others, so the perturbation selection cannot score it; it never selects one.
+    zero_choices: frozenset[str] = frozenset()
     #: Largest share of parameter-free derived choices before the collapse guard acts (1.0: off,
     #: for spaces where a skip is a legitimate depth choice).
     max_skip_share: float = 1.0
