@@ -308,3 +308,26 @@ def test_derive_under_budget_meets_the_target_and_spends_more_of_a_larger_one() 
         assert skip_share(net, picks) <= net.max_skip_share + 1e-9
         total[target] = sum(pref[p] for p in picks)
     assert total[4.0] <= total[6.0] <= total[9.0] and total[4.0] < total[9.0]
+
+
+def test_perturbation_scores_count_the_latency_term_so_a_higher_weight_favours_faster_choices() -> None:
+    from hwnas.darts.select import perturbation_scores
+
+    net = tiny()
+    additive = fit_additive_latency(net, FakeLatency())  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 3, (16,), generator=g))]
+    probs = [[0.0, 0.3, 0.2, 0.3, 0.2] for _ in range(6)]
+
+    def scores(weight: float) -> list[np.ndarray]:
+        def arch_loss(ce: float, gates: list[torch.Tensor]) -> float:
+            return float(latency_loss(torch.tensor(ce), additive.expected(gates), 5.0, "add#linear", weight))
+
+        return perturbation_scores(net, probs, data, arch_loss=arch_loss)
+
+    low, high = scores(0.0), scores(10.0)
+    for lo, hi in zip(low, high, strict=True):
+        # Removing a slow choice lowers E[LAT] (its score falls), a fast one raises it: the shift
+        # follows the choices' latencies (skip 0.01 < pool 0.3 < conv1x1 0.5 < conv3x3 2.0 ms).
+        shift = hi - lo
+        assert shift[SKIP] > shift[POOL] > shift[C1] > 0 > shift[C3]

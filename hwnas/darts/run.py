@@ -19,7 +19,7 @@ from hwnas.cost.latency import LatencyModel
 from hwnas.darts.latency import AdditiveLatency, fit_additive_latency
 from hwnas.darts.select import alpha_scores, derive_under_budget, perturbation_scores
 from hwnas.darts.supernet import Supernet
-from hwnas.darts.train import DartsConfig, DartsResult, repair_to_budget, search, skip_share
+from hwnas.darts.train import DartsConfig, DartsResult, latency_loss, repair_to_budget, search, skip_share
 from hwnas.errors import UsageError
 from hwnas.spaces import Arch, SearchSpace
 
@@ -99,6 +99,7 @@ def run_darts(
     say = log or (lambda _: None)
     ds = load_data(data)
     search_train, search_valid, _ = search_splits(ds, data_seed)
+    torch.manual_seed(config.seed)  # the supernet's initial weights: the same for the same seed
     supernet = make_supernet(space, num_classes=ds.num_classes, in_channels=ds.input_shape[0], resolution=resolution, width=width)
     additive = fit_additive_latency(supernet, latency_model)
     f = additive.fit
@@ -132,7 +133,13 @@ def run_darts(
         import itertools
 
         valid = itertools.islice(batches(search_valid, config.batch, shuffle=True, seed=config.seed * 1000 + 999), config.selection_batches)
-        scores = perturbation_scores(supernet, result.probabilities, valid, config.device)
+        weight = result.history[-1].latency_weight if result.history else config.latency_weight
+
+        def arch_loss(ce: float, gates: list[torch.Tensor]) -> float:
+            lat = additive.expected([g.detach().cpu() for g in gates])
+            return float(latency_loss(torch.tensor(ce), lat, target_ms, config.latency_term, weight))
+
+        scores = perturbation_scores(supernet, result.probabilities, valid, config.device, arch_loss=arch_loss)
     else:
         scores = alpha_scores(result.probabilities)
     cap = max_share if config.guard else None

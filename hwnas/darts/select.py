@@ -3,8 +3,11 @@
 Two scores per (decision, choice):
 
 * ``alpha``: the log-probability of the architecture parameters (plain DARTS argmax);
-* ``perturbation``: how much the supernet's validation loss rises when that choice is taken
-  out of its mixture (the others renormalised). This is DARTS-PT's selection (Wang et al.,
+* ``perturbation``: how much the supernet's architecture loss on validation data (the
+  cross-entropy with the same latency term and weight as in training) rises when that choice is
+  taken out of its mixture (the others renormalised). Taking out a slow choice lowers E[LAT],
+  so the latency weight counts here as it did in training: a higher weight derives a faster
+  network. This is DARTS-PT's selection (Wang et al.,
   "Rethinking Architecture Selection in Differentiable NAS", ICLR 2021): the magnitude of an
   architecture parameter does not say how much the supernet relies on the choice, and it is
   exactly what inflates skip connections; the loss without the choice does say it. Here it is
@@ -40,10 +43,17 @@ SELECTIONS = ("perturbation", "alpha")
 
 @torch.no_grad()
 def perturbation_scores(
-    supernet: Supernet, probabilities: Sequence[Sequence[float]], batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: str = "cpu"
+    supernet: Supernet,
+    probabilities: Sequence[Sequence[float]],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: str = "cpu",
+    *,
+    arch_loss: Callable[[float, list[torch.Tensor]], float] | None = None,
 ) -> list[np.ndarray]:
-    """Rise of the supernet's mean validation cross-entropy when each choice is removed from its
-    decision's mixture (the rest renormalised), per decision; batches are consumed once and kept."""
+    """Rise of the architecture loss when each choice is removed from its decision's mixture (the
+    rest renormalised), per decision. ``arch_loss(ce, gates)`` turns the mean validation
+    cross-entropy under ``gates`` into the loss (default: the cross-entropy itself); batches are
+    consumed once and kept."""
     dev = torch.device(device)
     data = [(x.to(dev), y.to(dev)) for x, y in batches]
     gates = [torch.tensor(p, dtype=torch.float32, device=dev) for p in probabilities]
@@ -52,7 +62,8 @@ def perturbation_scores(
 
     def loss(g: list[torch.Tensor]) -> float:
         total = sum(float(F.cross_entropy(supernet(x, g), y, reduction="sum")) for x, y in data)
-        return total / max(1, sum(len(y) for _, y in data))
+        ce = total / max(1, sum(len(y) for _, y in data))
+        return ce if arch_loss is None else arch_loss(ce, g)
 
     base = loss(gates)
     scores = []
