@@ -329,5 +329,5 @@ def test_perturbation_scores_count_the_latency_term_so_a_higher_weight_favours_f
     for lo, hi in zip(low, high, strict=True):
         # Removing a slow choice lowers E[LAT] (its score falls), a fast one raises it: the shift
         # follows the choices' latencies (skip 0.01 < pool 0.3 < conv1x1 0.5 < conv3x3 2.0 ms).
-        shift = hi - lo
+        shift = {c: hi[c] - lo[c] for c in (SKIP, POOL, C1, C3)}  # none scores -inf: never selected
         assert shift[SKIP] > shift[POOL] > shift[C1] > 0 > shift[C3]
