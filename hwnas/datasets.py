@@ -244,6 +244,14 @@ def _load_cifar100(arg: str) -> Dataset:
 
 # --------------------------------------------------------------------------- npz
 def _read_npz(file: Path | io.BytesIO, label: str) -> dict[str, np.ndarray]:
+    if isinstance(file, Path):
+        try:
+            with open(file, "rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise UsageError(f"cannot read {label!r}: {exc.strerror}; e.g. {_EXAMPLES['npz']}") from None
+        if magic != b"PK\x03\x04":  # an .npz is a zip archive; anything else (a pickle, a .npy) is refused unread
+            raise UsageError(f"{label!r} is not an .npz archive; save one with np.savez(path, x=images, y=labels), e.g. {_EXAMPLES['npz']}")
     try:
         with np.load(file, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}

@@ -360,7 +360,7 @@ BAD_SPECS: list[tuple[str, Setup, str]] = [
     ("cifar10-label-range", _cifar10(_write("test_batch.bin", bytes([10]) + REC3072)), "label 10, outside 0..9"),
     ("cifar100-record-size", _cifar100(_write("train.bin", bytes([1]) + REC3072)), "not a whole number of 3074-byte"),
     ("cifar100-fine-range", _cifar100(_write("test.bin", bytes([3, 100]) + REC3072)), "label 100, outside 0..99"),
-    ("npz-not-zip", lambda t, m: (t / "t.npz").write_text("hello") and f"npz:{t}/t.npz", "cannot read"),
+    ("npz-not-zip", lambda t, m: (t / "t.npz").write_text("hello") and f"npz:{t}/t.npz", "is not an .npz archive"),
     ("npz-pickled-object", _npz(x=np.array([{"a": 1}], dtype=object), y=np.array([0])), "cannot read"),
     ("npz-missing-y", _npz(x=U8), "lacks array(s) y (has: x)"),
     ("npz-missing-both", _npz(images=U8), "lacks array(s) x, y (has: images)"),
