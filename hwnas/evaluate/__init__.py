@@ -71,8 +71,10 @@ def make_evaluator(name: str, space: SearchSpace, *, context: EvalContext | None
 
 def _register_builtin() -> None:
     from hwnas.evaluate.table import TableEvaluator
+    from hwnas.evaluate.train import TrainEvaluator
 
     EVALUATORS.add("table", TableEvaluator)
+    EVALUATORS.add("train", TrainEvaluator)
 
 
 _register_builtin()

@@ -33,7 +33,7 @@ class TableEvaluator:
         if space.name != "nb201":
             raise UsageError(
                 f"evaluator 'table' has benchmark accuracies for space nb201 only, not {space.name!r}; "
-                "use --space nb201 (training-based evaluators for other spaces are not available yet)"
+                "use --evaluator train (trains each candidate on --data) or, for mbconv, --evaluator supernet (weight sharing)"
             )
         if options:
             raise UsageError(f"evaluator 'table' takes no training options, got {sorted(options)}; drop them or use --evaluator train")

@@ -1,0 +1,363 @@
+"""The ``train`` evaluator: every candidate is trained briefly on the user's data (``--data``) and
+the search sees its accuracy on the validation split.
+
+The data is loaded once and split by :func:`hwnas.datasets.evaluation_splits` (split seed 0, so
+runs with different seeds share one split): candidates train on ``train``, the search sees
+``valid``, and ``test`` is never touched here (it is kept for final checks). The network is built
+for the data's channels and classes. A candidate starts from the run's seed, so the same seed and
+arch give the same accuracy.
+
+Multi-fidelity: Optuna's pruners (median; successive halving, Li et al., MLSys 2020) judge one
+objective, and the search study has two (accuracy, latency), so a side study
+``<study>.fidelity`` in the same storage (shared by every worker) holds one trial per trained
+candidate with its validation accuracy per epoch; the pruner decides there and the search trial
+is recorded as pruned. A diverged training (NaN or infinite loss) raises
+:class:`~hwnas.evaluate.EvaluationFailed`: that trial fails and the search goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from hwnas.errors import UsageError
+from hwnas.evaluate import Accuracy, EvalContext, EvaluationFailed
+from hwnas.registry import did_you_mean
+from hwnas.spaces import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+
+    from hwnas.datasets import Dataset
+    from hwnas.training import TrainSettings
+
+#: Defaults, chosen on the shipped digits data on a 2-core machine (see the README).
+DEFAULTS: dict[str, Any] = {
+    "epochs": 8,
+    "batch": 64,
+    "lr": 0.05,
+    "optimizer": "sgd",
+    "schedule": "cosine",
+    "weight_decay": 5e-4,
+    "pruner": "none",
+    "resolution": "auto",
+}
+PRUNERS = ("none", "median", "halving")
+#: auto: the arch's resolution when that does not upsample the images, else their own size.
+RESOLUTIONS = ("auto", "arch", "data")
+#: MedianPruner: no pruning before 5 candidates have completed, and a candidate is judged from the
+#: middle of its training on: on digits most networks are still at chance level in eval mode after
+#: epoch 1 and their ranking settles only halfway through the cosine schedule.
+MEDIAN_STARTUP = 5
+#: SuccessiveHalvingPruner (asynchronous): rungs at epochs/4, epochs/2, ...; the top half goes on.
+HALVING_FACTOR = 2
+#: Split seed of :func:`~hwnas.datasets.evaluation_splits`: fixed, so seeds share one split.
+SPLIT_SEED = 0
+#: Seconds between progress lines while a candidate trains.
+PROGRESS_EVERY_S = 10.0
+
+
+def pruner_settings(pruner: str, epochs: int) -> dict[str, int] | None:
+    """Keyword arguments of the Optuna pruner ``pruner`` for ``epochs`` epochs (None for ``none``)."""
+    if pruner == "median":
+        return {"n_startup_trials": MEDIAN_STARTUP, "n_warmup_steps": max(1, epochs // 2), "interval_steps": 1}
+    if pruner == "halving":
+        return {"min_resource": max(1, epochs // 4), "reduction_factor": HALVING_FACTOR, "min_early_stopping_rate": 0}
+    return None
+
+
+def _example(name: str) -> str:
+    value = DEFAULTS[name]
+    return f"--{name} {value}" if name in ("epochs", "batch", "lr", "optimizer", "schedule", "pruner") else f"{name}={value!r}"
+
+
+def resolve_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The defaults updated by ``options``, each checked.
+
+    Raises:
+        UsageError: for an unknown option or a bad value, naming the option, the value and an example.
+    """
+    for name in options:
+        if name not in DEFAULTS:
+            valid = sorted(DEFAULTS)
+            raise UsageError(f"evaluator 'train' has no option {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}")
+    out = DEFAULTS | options
+
+    def bad(name: str, rule: str) -> UsageError:
+        return UsageError(f"evaluator 'train': {name} {out[name]!r} is invalid, it must be {rule}; e.g. {_example(name)}")
+
+    for name in ("epochs", "batch"):
+        v = out[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(name, "a whole number >= 1")
+    for name, positive in (("lr", True), ("weight_decay", False)):
+        v = out[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
+            raise bad(name, "a finite number > 0" if positive else "a finite number >= 0")
+        out[name] = float(v)
+    from hwnas.training import OPTIMIZERS, SCHEDULES
+
+    choices: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "pruner": PRUNERS, "resolution": RESOLUTIONS}
+    for name, allowed in choices.items():
+        if out[name] not in allowed:
+            raise bad(name, " | ".join(allowed))
+    return out
+
+
+class TrainEvaluator:
+    """Short stand-alone training of each candidate; the signal is its validation accuracy."""
+
+    name = "train"
+
+    def __init__(self, space: SearchSpace, *, context: EvalContext | None = None, **options: Any) -> None:
+        self.options = resolve_options(options)
+        self.space = space
+        self.context = context or EvalContext()
+        device = self.context.train_device
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UsageError(f"--train-device {device} but torch sees no CUDA GPU here; use --train-device cpu")
+        elif device != "cpu":
+            raise UsageError(f"--train-device must be cpu or cuda, got {device!r}; e.g. --train-device cpu")
+        from hwnas.datasets import evaluation_splits, load_data
+
+        self.data = load_data(self.context.data)
+        self.train, self.valid, self.test = evaluation_splits(self.data, SPLIT_SEED)
+        # Fail now, not at the first trial, when the space cannot be built for this data.
+        _network_for(space, space.smallest(), self.data)
+        self._side: optuna.Study | None = None
+
+    # -- settings ----------------------------------------------------------------
+    def settings(self) -> TrainSettings:
+        from hwnas.training import TrainSettings
+
+        o = self.options
+        return TrainSettings(
+            epochs=o["epochs"],
+            lr=o["lr"],
+            weight_decay=o["weight_decay"],
+            optimizer=o["optimizer"],
+            schedule=o["schedule"],
+            seed=self.context.seed,
+            device=self.context.train_device,
+        )
+
+    def _input_size(self, arch: Arch) -> int | None:
+        """The side length images are resized to for ``arch``, or None for their own size."""
+        wanted = arch.get("resolution")
+        mode = self.options["resolution"]
+        if not isinstance(wanted, int) or mode == "data":
+            return None
+        if mode == "auto" and min(self.data.input_shape[1:]) < wanted:
+            return None  # never upsample: the images hold no more detail at a larger size
+        return wanted
+
+    def source(self, arch: Arch) -> str:
+        o = self.options
+        text = (
+            f"train: {o['epochs']} epochs {o['optimizer'].upper()} {o['schedule']} lr {o['lr']:g} batch {o['batch']} "
+            f"on {self.data.name}, validation split ({len(self.valid)} images)"
+        )
+        size = self._input_size(arch)
+        if size is not None:
+            text += f", images resized to {size}x{size}"
+        elif "resolution" in arch:
+            _, h, w = self.data.input_shape
+            text += f", images at their own {h}x{w} (the arch's resolution {arch['resolution']} sets latency only)"
+        return text
+
+    def describe(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "evaluator": self.name,
+            **o,
+            "pruner_settings": pruner_settings(o["pruner"], o["epochs"]),
+            "momentum": self.settings().momentum if o["optimizer"] == "sgd" else None,
+            "clip_grad_norm": self.settings().clip,
+            "data": self.context.data,
+            "data_name": self.data.name,
+            "data_source": self.data.source,
+            "split": {"train": len(self.train), "valid": len(self.valid), "test": len(self.test), "seed": SPLIT_SEED},
+            "train_device": self.context.train_device,
+            "seed": self.context.seed,
+            "signal": "validation accuracy (%) after the last epoch; the test split is not used during the search",
+        }
+
+    # -- one candidate -----------------------------------------------------------
+    def evaluate(self, arch: Arch, trial: Any = None) -> Accuracy:
+        import optuna
+        import torch
+
+        from hwnas.darts.train import default_threads
+        from hwnas.training import DivergedError, evaluate_classifier, train_classifier
+
+        arch = self.space.validate(arch)
+        settings = self.settings()
+        size = self._input_size(arch)
+        batch = self.options["batch"]
+        seed = self.context.seed
+        text = self.space.to_string(arch)
+        say = self.context.log
+        side, side_trial = self._fidelity_trial(trial, text)
+        curve: list[float] = []
+        t0 = last = time.perf_counter()
+        model: torch.nn.Module | None = None
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            nonlocal last
+            assert model is not None
+            acc, valid_loss = evaluate_classifier(model, _resized(_batches(self.valid, 256), size), settings.device)
+            if not math.isfinite(valid_loss):
+                raise DivergedError(f"validation loss is {valid_loss} after epoch {epoch}")
+            curve.append(acc)
+            now = time.perf_counter()
+            if now - last >= PROGRESS_EVERY_S:
+                say(f"  train {text}: epoch {epoch}/{settings.epochs}, loss {loss:.4f}, valid {acc:.2f} % ({now - t0:.0f} s)")
+                last = now
+            if side_trial is not None:
+                side_trial.report(acc, epoch)
+                # Never after the last epoch: the training is paid for, and the candidate may be on the front.
+                if epoch < settings.epochs and side_trial.should_prune():
+                    raise optuna.TrialPruned(f"validation accuracy {acc:.2f} % after epoch {epoch}")
+
+        threads = torch.get_num_threads()
+        if settings.device == "cpu":
+            torch.set_num_threads(default_threads())
+        try:
+            torch.manual_seed(seed)
+            model = _network_for(self.space, arch, self.data)
+            losses = train_classifier(
+                model,
+                lambda e: _resized(_batches(self.train, batch, seed=1000 * seed + e), size),
+                settings,
+                on_epoch=on_epoch,
+            )
+        except DivergedError as exc:
+            self._tell(side, side_trial, optuna.trial.TrialState.FAIL)
+            say(f"  train {text}: diverged ({exc})")
+            raise EvaluationFailed(
+                f"training diverged: {exc} ({settings.optimizer} lr {settings.lr:g}); a lower --lr may help, e.g. --lr {settings.lr / 10:g}"
+            ) from None
+        except optuna.TrialPruned as exc:
+            self._tell(side, side_trial, optuna.trial.TrialState.PRUNED)
+            if trial is not None and curve:
+                trial.set_user_attr("pruned_at_epoch", len(curve))
+                trial.set_user_attr("valid_accuracy_last", curve[-1])
+                trial.set_user_attr("valid_curve", curve)
+                trial.set_user_attr("train_seconds", round(time.perf_counter() - t0, 3))
+                trial.set_user_attr("accuracy_source", f"pruned by the {self.options['pruner']} pruner: {exc}")
+            say(f"  train {text}: pruned by the {self.options['pruner']} pruner, {exc}")
+            raise
+        except BaseException:
+            self._tell(side, side_trial, optuna.trial.TrialState.FAIL)
+            raise
+        finally:
+            torch.set_num_threads(threads)
+        self._tell(side, side_trial, optuna.trial.TrialState.COMPLETE, curve[-1])
+        extras: dict[str, Any] = {
+            "train_epochs": len(curve),
+            "train_seconds": round(time.perf_counter() - t0, 3),
+            "train_loss": losses[-1],
+            "valid_curve": curve,
+            "train_settings": {k: self.options[k] for k in ("epochs", "batch", "lr", "optimizer", "schedule", "weight_decay")},
+        }
+        if side_trial is not None:
+            extras["fidelity_trial"] = side_trial.number
+        return Accuracy(value=curve[-1], source=self.source(arch), extras=extras)
+
+    # -- the side study of the pruner --------------------------------------------
+    def _fidelity_trial(self, trial: Any, text: str) -> tuple[optuna.Study | None, optuna.Trial | None]:
+        """The side study and a new trial in it, or (None, None) without a pruner or a search trial."""
+        if trial is None or self.options["pruner"] == "none":
+            return None, None
+        side = self._side_study()
+        t = side.ask()
+        t.set_user_attr("arch", text)
+        number = getattr(trial, "number", None)
+        if number is not None:
+            t.set_user_attr("search_trial", number)
+            trial.set_user_attr("fidelity_trial", t.number)
+        return side, t
+
+    def _side_study(self) -> optuna.Study:
+        if self._side is None:
+            import optuna
+
+            storage = None
+            if self.context.storage:
+                from hwnas.storage import open_storage
+
+                storage = open_storage(self.context.storage)
+            kwargs = pruner_settings(self.options["pruner"], self.options["epochs"]) or {}
+            pruner: optuna.pruners.BasePruner
+            if self.options["pruner"] == "median":
+                pruner = optuna.pruners.MedianPruner(**kwargs)
+            else:
+                pruner = optuna.pruners.SuccessiveHalvingPruner(**kwargs)
+            self._side = optuna.create_study(
+                study_name=f"{self.context.study or 'hwnas'}.fidelity",
+                storage=storage,
+                direction="maximize",
+                pruner=pruner,
+                sampler=optuna.samplers.RandomSampler(seed=self.context.seed),
+                load_if_exists=True,
+            )
+        return self._side
+
+    @staticmethod
+    def _tell(side: optuna.Study | None, t: optuna.Trial | None, state: Any, value: float | None = None) -> None:
+        if side is not None and t is not None:
+            side.tell(t, value, state=state)
+
+
+def _batches(ds: Dataset, size: int, seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    from hwnas.datasets import batches
+
+    return batches(ds, size, shuffle=seed is not None, seed=seed)
+
+
+def _resized(it: Iterator[tuple[torch.Tensor, torch.Tensor]], size: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if size is None:
+        yield from it
+        return
+    import torch.nn.functional as F
+
+    for x, y in it:
+        yield F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True), y
+
+
+def _network_for(space: SearchSpace, arch: Arch, data: Dataset) -> torch.nn.Module:
+    """``arch`` of ``space`` built for the data's image channels and number of classes.
+
+    Raises:
+        UsageError: for a space that builds for fixed inputs that differ from the data's.
+    """
+    channels, classes = data.input_shape[0], data.num_classes
+    from hwnas.spaces.mbconv import MBConvSpace
+    from hwnas.spaces.nb201 import NB201Space
+
+    if isinstance(space, NB201Space):
+        from hwnas.benchdata import NB201_EDGES
+        from hwnas.spaces._nb201_model import NB201Network
+
+        arch = space.validate(arch)
+        return NB201Network(
+            [arch[e] for e in NB201_EDGES],
+            channels=space.channels,
+            cells_per_stage=space.cells_per_stage,
+            num_classes=classes,
+            in_channels=channels,
+        )
+    if isinstance(space, MBConvSpace):
+        return MBConvSpace(num_classes=classes, in_channels=channels).build(arch)
+    if space.input_shape(arch)[0] == channels and getattr(space, "num_classes", None) == classes:
+        return space.build(arch)
+    raise UsageError(
+        f"evaluator 'train' cannot build space {space.name!r} for {data.name} ({channels} channels, {classes} classes); "
+        "use --space nb201 or mbconv, or data shaped as the space's input"
+    )
