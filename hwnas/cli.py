@@ -4,37 +4,109 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from hwnas import __version__
 from hwnas.errors import HwnasError, UsageError
+from hwnas.registry import did_you_mean
 from hwnas.units import parse_count_m, parse_latency_ms
+
+#: Namespace attribute holding the dests of the options the user gave (see :class:`_StoreOnce`).
+_GIVEN = "_given"
+
+
+class _StoreOnce(argparse.Action):
+    """argparse's ``store``, but an option given twice is refused (argparse would silently keep
+    the last value), and the options the user gave are recorded for :func:`_refuse_conflicts`."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None
+    ) -> None:
+        given = namespace.__dict__.setdefault(_GIVEN, set())
+        if self.option_strings and self.dest in given:
+            raise argparse.ArgumentError(self, "given more than once; give it once")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises a one-line :class:`UsageError` instead of printing usage and exiting."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        # A type function's UsageError gets the option's name in front, as argparse's own errors do.
+        try:
+            return super()._get_value(action, arg_string)
+        except UsageError as exc:
+            raise argparse.ArgumentError(action, str(exc)) from None
+
     def error(self, message: str) -> NoReturn:
+        m = re.search(r"invalid choice: '?(.*?)'? \(choose from (.*)\)", message)
+        if m:
+            valid = [c.strip().strip("'") for c in m[2].split(",")]
+            message = message.replace(m[0], f"invalid choice: {m[1]!r}{did_you_mean(m[1], valid)}; valid: {', '.join(valid)}")
         raise UsageError(f"{message}; see '{self.prog} --help'")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        # argparse's own version joins the leftovers with spaces: a stray newline or an empty
+        # argument would vanish or break the one-line message, so each is quoted where needed.
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            shown = " ".join(t if t and t.isprintable() and " " not in t else repr(t) for t in extra)
+            hint = did_you_mean(extra[0].split("=")[0], self._option_names()) if extra[0].startswith("--") else ""
+            self.error(f"unrecognized arguments: {shown}{hint}")
+        return parsed
+
+    def _option_names(self) -> list[str]:
+        """Every option string of this parser and its subcommands (argparse keeps them private)."""
+        names: set[str] = set()
+        for action in self._actions:
+            names.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    names.update(s for a in sub._actions for s in a.option_strings)
+        return sorted(n for n in names if n.startswith("--"))
+
+
+#: Counts (trials, epochs, batch size, networks) above this are refused as typos.
+MAX_COUNT = 1_000_000
+#: Seeds and other whole numbers: 0 .. 2**32 - 1, what NumPy and PyTorch seeding accept.
+MAX_INT = 2**32 - 1
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"invalid count {text!r}; write a positive whole number, e.g. 100") from None
+    """A count: a whole number from 1 to :data:`MAX_COUNT`, in ASCII digits."""
+    t = text.strip()
+    if re.fullmatch(r"-[0-9]+", t):
+        raise UsageError(f"invalid count {text!r}: it must be at least 1, e.g. 100")
+    if not re.fullmatch(r"\+?[0-9]+", t):
+        raise UsageError(f"invalid count {text!r}; write a positive whole number, e.g. 100")
+    digits = t.lstrip("+").lstrip("0")
+    value = int(digits or "0") if len(digits) <= 10 else MAX_COUNT + 1
     if value < 1:
         raise UsageError(f"invalid count {text!r}: it must be at least 1, e.g. 100")
+    if value > MAX_COUNT:
+        raise UsageError(f"invalid count {text!r}: at most {MAX_COUNT}, e.g. 100")
     return value
 
 
 def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UsageError(f"invalid integer {text!r}, e.g. 0") from None
+    """A seed, trial number or epoch count: a whole number from 0 to :data:`MAX_INT`."""
+    t = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", t):
+        raise UsageError(f"invalid whole number {text!r}; write one from 0 to {MAX_INT}, e.g. 0")
+    digits = t.lstrip("+-").lstrip("0")
+    value = (int(digits or "0") if len(digits) <= 10 else MAX_INT + 1) * (-1 if t.startswith("-") else 1)
+    if not 0 <= value <= MAX_INT:
+        raise UsageError(f"invalid whole number {text!r}: it must be from 0 to {MAX_INT}, e.g. 0")
+    return value
 
 
 def _err(text: str) -> None:
@@ -52,6 +124,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{len(devices)} --device but {len(latencies)} --latency; give one budget per device, in order, "
             "e.g. --device cpu --latency 2ms --device pixel3 --latency 5ms"
         )
+    epochs = args.epochs if args.epochs is not None else SearchConfig.epochs  # darts' default; evaluators apply their own
     config = SearchConfig(
         space=args.space,
         dataset=args.dataset,
@@ -72,10 +145,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         latency_source=args.latency_source,
         table=args.table or "",
         allow_foreign_table=args.allow_foreign_table,
+        evaluator_options=_evaluator_options(args),
         data=args.data,
-        epochs=args.epochs,
-        warmup=args.warmup if args.warmup is not None else max(0, min(5, args.epochs // 5)),
-        batch=args.batch,
+        epochs=epochs,
+        warmup=args.warmup if args.warmup is not None else max(0, min(5, epochs // 5)),
+        batch=args.batch if args.batch is not None else SearchConfig.batch,
         darts_order=args.darts_order,
         sampling=args.sampling,
         latency_term=args.latency_term,
@@ -91,6 +165,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         _print_summary(report, search.out)
     return 0
+
+
+#: Flags of training-based evaluators, passed on as ``evaluator_options`` when the user sets them.
+TRAINING_FLAGS = ("epochs", "batch", "lr", "optimizer", "schedule", "pruner")
+
+
+def _evaluator_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training flags the user set, for the evaluator to check (each applies its own defaults).
+    With ``--strategy darts`` and the table evaluator, ``--epochs`` and ``--batch`` are the supernet's."""
+    options = {k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None}
+    if args.strategy == "darts" and args.evaluator == "table":
+        options = {k: v for k, v in options.items() if k not in ("epochs", "batch")}
+    return options
 
 
 def _print_summary(report: dict[str, Any], out: Any) -> None:
@@ -345,7 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", type=lambda t: parse_count_m(t, "parameter budget"), metavar="P", help="also a parameter budget, e.g. 5M")
     s.add_argument("--trials", type=_positive_int, default=100, help="trial budget, counting trials already in the study (default 100)")
     s.add_argument("--strategy", default="tpe", help="random | tpe | gp | nsga2 | evolution | reinforce | local | darts (default tpe)")
-    s.add_argument("--evaluator", default="table", help="accuracy evaluator (default table)")
+    s.add_argument(
+        "--evaluator",
+        default="table",
+        help="accuracy: table (NAS-Bench-201 lookup, nb201) | train (train each candidate on --data) | supernet (default table)",
+    )
     s.add_argument("--seed", type=_int, default=0)
     s.add_argument("--out", help="run folder (default hwnas-runs/<space>-<device>-<latency>-<strategy>-seed<seed>); rerun to resume")
     s.add_argument(
@@ -360,11 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--table", help="latency lookup table to use (default latency_tables/<device>-<space>.json)")
     s.add_argument("--allow-foreign-table", action="store_true", help="use a lookup table built on another machine or runtime")
-    g = s.add_argument_group("differentiable search (--strategy darts)")
-    g.add_argument("--data", default="digits", help="training data: digits | cifar10:DIR | cifar100:DIR | npz:FILE (default digits)")
-    g.add_argument("--epochs", type=_positive_int, default=30, help="supernet training epochs (default 30)")
+    g = s.add_argument_group("differentiable search (--strategy darts) and training evaluators")
+    g.add_argument(
+        "--data",
+        default="digits",
+        help="training data of darts and of training evaluators: digits | cifar10:DIR | cifar100:DIR | npz:FILE (default digits)",
+    )
+    g.add_argument(
+        "--epochs", type=_positive_int, help="training epochs (darts supernet: default 30; --evaluator train: per candidate, default 8)"
+    )
     g.add_argument("--warmup", type=_int, help="epochs of weight-only warm-up before architecture steps (default epochs/5, at most 5)")
-    g.add_argument("--batch", type=_positive_int, default=64, help="batch size (default 64)")
+    g.add_argument("--batch", type=_positive_int, help="batch size (darts and --evaluator train: default 64)")
     g.add_argument("--darts-order", type=_int, default=1, choices=(1, 2), help="1: first-order DARTS, 2: second-order (default 1)")
     g.add_argument("--sampling", default="softmax", choices=("softmax", "gumbel"), help="softmax (DARTS) or gumbel (FBNet)")
     g.add_argument(
@@ -384,7 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("perturbation", "alpha"),
         help="how the trained supernet picks each choice under the budget: perturbation (DARTS-PT, default) or alpha (argmax)",
     )
-    g.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"), help="where the supernet trains (default cpu)")
+    g.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"), help="where darts and training evaluators train (default cpu)")
+    t = s.add_argument_group("training evaluators (--evaluator train | supernet)")
+    t.add_argument("--lr", type=float, help="learning rate (train: default 0.05)")
+    t.add_argument("--optimizer", metavar="NAME", help="sgd | adam | adamw (train: default sgd, Nesterov momentum 0.9)")
+    t.add_argument("--schedule", metavar="NAME", help="learning-rate schedule: cosine | step | constant (train: default cosine)")
+    t.add_argument(
+        "--pruner",
+        metavar="NAME",
+        help="stop poor candidates early: none | median | halving (train: default none; pruning judges accuracy alone)",
+    )
     s.add_argument("--no-export", action="store_true", help="skip exporting best.onnx")
     s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     s.add_argument("--quiet", "-q", action="store_true", help="no per-trial progress on stderr")
@@ -435,17 +541,94 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate_names(args: argparse.Namespace) -> None:
-    """Check registry names up front so a typo fails before any work starts."""
+    """Check registry names and device files up front so a typo fails before any work starts,
+    then refuse conflicting flags (:func:`_refuse_conflicts`)."""
     from hwnas.evaluate import EVALUATORS
     from hwnas.spaces import SPACES
 
     if getattr(args, "space", None) is not None:
         SPACES.get(args.space)
     if args.command == "search":
+        from hwnas.device import get_device
         from hwnas.search import check_strategy
 
         check_strategy(args.strategy)
         EVALUATORS.get(args.evaluator)
+        for name in args.device or []:
+            get_device(name)
+    _refuse_conflicts(args)
+
+
+#: Flags of the differentiable search only: with another strategy they would be silently ignored.
+DARTS_ONLY = {
+    "darts_order": "--darts-order",
+    "sampling": "--sampling",
+    "latency_term": "--latency-term",
+    "latency_weight": "--latency-weight",
+    "fixed_latency_weight": "--fixed-latency-weight",
+    "selection": "--selection",
+    "warmup": "--warmup",
+}
+
+
+def _refuse_conflicts(args: argparse.Namespace) -> None:
+    """Refuse flags that contradict each other or would be silently ignored, saying which to drop.
+
+    An explicit ``--table`` with ``--latency-source auto`` means ``lut``: a table the user names
+    is used or refused, never swapped for live measurement behind their back.
+    """
+    given: set[str] = getattr(args, _GIVEN, set())
+    if args.command == "search":
+        source = args.latency_source
+        for flag, on in (("--table", bool(args.table)), ("--allow-foreign-table", args.allow_foreign_table)):
+            if on and source in ("measure", "table"):
+                raise UsageError(
+                    f"{flag} applies to lookup tables, which --latency-source {source} does not use; drop {flag} or --latency-source"
+                )
+        if "dataset" in given and args.space != "nb201":
+            raise UsageError(f"--dataset picks a NAS-Bench-201 benchmark dataset; the {args.space} space has none, so drop --dataset")
+        if args.strategy == "darts" and "trials" in given:
+            raise UsageError("--strategy darts trains one supernet and records the one architecture it derives; drop --trials")
+        if args.strategy != "darts":
+            extra = [
+                flag
+                for dest, flag in DARTS_ONLY.items()
+                if dest in given or (dest == "fixed_latency_weight" and getattr(args, dest, False))
+            ]
+            if extra:
+                raise UsageError(
+                    f"{extra[0]} applies to --strategy darts only, not {args.strategy!r}; drop {extra[0]} or use --strategy darts"
+                )
+        if args.table:
+            _check_table_flag(args)
+    elif args.command == "export":
+        if args.run is not None and args.arch is not None:
+            raise UsageError("give --arch or --run, not both: --arch '<arch string>' exports that network, --run DIR a run's best")
+        if args.trial is not None and args.run is None:
+            raise UsageError("--trial N picks a trial of a run: add --run DIR, or drop --trial")
+        if args.run is not None and "space" in given:
+            raise UsageError("--run DIR exports in the run's own space; drop --space")
+
+
+def _check_table_flag(args: argparse.Namespace) -> None:
+    """``--table FILE``: a measured first device, a readable table of that device, used as ``lut``."""
+    from hwnas.cost.lut import LatencyTable
+    from hwnas.device import get_device
+
+    device = get_device((args.device or ["cpu"])[0])
+    if device.kind == "table":
+        raise UsageError(
+            f"device {device.name!r} takes its latencies from its benchmark table; --table names a lookup table of a measured "
+            "device (cpu, cuda or a device file), so drop --table"
+        )
+    table = LatencyTable.load(args.table)
+    if table.device != device.name and not args.allow_foreign_table:
+        raise UsageError(
+            f"latency table {args.table} was built for device {table.device!r}, not {device.name!r}; build this device's with "
+            f"'hwnas profile --device {device.name} --space {args.space}', or pass --allow-foreign-table to use it anyway"
+        )
+    if args.latency_source == "auto":
+        args.latency_source = "lut"
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
@@ -466,6 +649,8 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code: 0 done, 2 bad input, 3 unreachable budget,
+    1 an unexpected error (a bug: one line, the traceback with ``HWNAS_DEBUG=1``), 130 interrupted."""
     parser = build_parser()
     try:
         args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
@@ -475,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _validate_names(args)
         return int(args.handler(args))
     except HwnasError as exc:
-        _err(f"hwnas: error: {exc}")
+        _err(f"hwnas: error: {_one_line(str(exc))}")
         return exc.exit_code
     except BrokenPipeError:
         # The reader went away (`hwnas ... | head`): stop quietly, as Unix tools do.
@@ -486,6 +671,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("hwnas: interrupted; completed trials are kept in the study, rerun the same command to resume")
         return 130
+    except MemoryError:
+        _err("hwnas: error: out of memory; use a smaller --batch or network, or a machine with more memory")
+        return 1
+    except Exception as exc:
+        import os
+
+        if os.environ.get("HWNAS_DEBUG"):
+            raise
+        _err(
+            f"hwnas: internal error: {type(exc).__name__}: {_one_line(str(exc))}; this is a bug in hwnas, please report it "
+            "with the command line (HWNAS_DEBUG=1 shows the traceback)"
+        )
+        return 1
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    """Messages are printed as one line: newlines folded, and cut at ``limit`` characters."""
+    text = " ".join(text.split("\n")).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def run() -> NoReturn:

@@ -12,7 +12,12 @@ T = TypeVar("T")
 
 
 def did_you_mean(name: str, valid: list[str]) -> str:
-    """Return ' (did you mean X?)' for a close match, else ''."""
+    """Return ' (did you mean X?)' for a close match (ignoring case first: 'CPU' -> 'cpu'), else ''."""
+    if not isinstance(name, str):
+        return ""
+    folded = {v.casefold(): v for v in valid}
+    if name.casefold() in folded and folded[name.casefold()] != name:
+        return f" (did you mean {folded[name.casefold()]!r}?)"
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -10,6 +10,7 @@ missing from the table is an error that names the key and the command that measu
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -28,6 +29,8 @@ SCHEMA = "hwnas.latency_table"
 SCHEMA_VERSION = 1
 #: Fingerprint fields that must match for a table to describe this machine.
 FINGERPRINT_KEYS = ("machine", "cpu", "isa", "gpu")
+#: Larger files are refused unread (an nb201 table is about 2 MB, most of it cell-structure features).
+MAX_TABLE_BYTES = 256 * 2**20
 _ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve")
 
 
@@ -134,10 +137,17 @@ class LatencyTable:
         """
         path = Path(path)
         try:
+            size = path.stat().st_size
+            if size > MAX_TABLE_BYTES:
+                raise UsageError(
+                    f"latency table {path} is {size:,} bytes, more than any hwnas table ({MAX_TABLE_BYTES:,}); is it the right file? "
+                    "Rebuild it with 'hwnas profile'"
+                )
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UsageError(f"latency table {path} does not exist; build it with 'hwnas profile'") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # ValueError: JSONDecodeError, or an integer too long to convert; RecursionError: absurd nesting.
             raise UsageError(
                 f"latency table {path} is unreadable or not JSON ({type(exc).__name__}); rebuild it with 'hwnas profile'"
             ) from None
@@ -217,31 +227,95 @@ _REQUIRED = {
 }
 
 
+def _number(x: Any) -> bool:
+    """A finite JSON number (not a bool, not NaN or infinity, which Python's json accepts)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+#: Numbers every accuracy check of a table holds (what the search's warnings and report read).
+_CHECK_NUMBERS = ("n", "within_5pct", "within_10pct", "mape_pct")
+
+
 def _check_schema(data: Any, path: Path) -> None:
+    """Everything the search, the prediction and ``hwnas profile --reuse`` read, checked once here,
+    so a broken or hand-edited table is refused with one line instead of failing later."""
+
     def bad(why: str) -> UsageError:
         return UsageError(f"latency table {path} is not a valid hwnas table ({why}); rebuild it with 'hwnas profile'")
 
     if not isinstance(data, dict):
         raise bad("top level is not an object")
     if data.get("schema") != SCHEMA:
-        raise bad(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise bad(f"schema_version {data.get('schema_version')!r}, this hwnas reads {SCHEMA_VERSION}")
+        raise bad(f"schema is {_short(data.get('schema'))}, expected {SCHEMA!r}")
+    if data.get("schema_version") != SCHEMA_VERSION or isinstance(data.get("schema_version"), bool):
+        raise bad(f"schema_version {_short(data.get('schema_version'))}, this hwnas reads {SCHEMA_VERSION}")
     for key, typ in _REQUIRED.items():
         if not isinstance(data.get(key), typ):
             raise bad(f"{key!r} missing or not a {typ.__name__}")
+    from hwnas.spaces import SPACES
+
+    if data["space"] not in SPACES:
+        raise bad(f"space {_short(data['space'])} is not one of {', '.join(SPACES.names())}")
     if not isinstance(data["device"].get("fingerprint"), dict) or not isinstance(data["device"].get("name"), str):
         raise bad("device.name / device.fingerprint missing")
     for key, entry in data["entries"].items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("median_ms"), (int, float)) or not entry["median_ms"] >= 0:
-            raise bad(f"entry {key!r} has no non-negative median_ms")
+        if not isinstance(entry, dict) or not _number(entry.get("median_ms")) or not entry["median_ms"] >= 0:
+            raise bad(f"entry {_short(key)} has no finite, non-negative median_ms")
     cal = data["calibration"]
     coef = cal.get("coef")
-    if (
-        not isinstance(coef, list)
-        or not all(isinstance(c, (int, float)) for c in coef)
-        or not isinstance(cal.get("intercept"), (int, float))
-    ):
-        raise bad("calibration.coef / calibration.intercept missing")
+    if not isinstance(coef, list) or not all(_number(c) for c in coef) or not _number(cal.get("intercept")):
+        raise bad("calibration.coef / calibration.intercept missing or not finite numbers")
     if not isinstance(cal.get("feature_names"), list) or len(cal["feature_names"]) != len(coef):
         raise bad("calibration.feature_names does not match calibration.coef")
+    if not isinstance(cal.get("measured", []), list) or not all(
+        isinstance(m, dict) and isinstance(m.get("arch"), str) for m in cal.get("measured", [])
+    ):
+        raise bad("calibration.measured is not a list of {arch, median_ms}")
+    structure = _check_structure(data, bad)
+    from hwnas.cost.lut_features import feature_names
+
+    want = feature_names(SPACES.get(data["space"]), structure)
+    if cal["feature_names"] != want:
+        raise bad(f"calibration.feature_names {_short(cal['feature_names'])} are not this hwnas's features of {data['space']}")
+    check = data.get("check")
+    if check is not None:
+        if not isinstance(check, dict) or not all(_number(check.get(k)) for k in _CHECK_NUMBERS):
+            raise bad(f"check must hold the numbers {', '.join(_CHECK_NUMBERS)}")
+        tau = check.get("kendall_tau")  # NaN when the checked networks tie
+        if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not isinstance(check.get("when", ""), str):
+            raise bad("check.kendall_tau / check.when missing")
+    ref = data.get("reference")
+    if ref is not None and not (isinstance(ref, dict) and isinstance(ref.get("arch"), str) and _number(ref.get("median_ms"))):
+        raise bad("reference must hold arch and median_ms")
+    options = data.get("space_options", {})
+    if not isinstance(options, dict) or not (
+        options.get("resolutions") is None
+        or (
+            isinstance(options["resolutions"], list) and all(isinstance(r, int) and not isinstance(r, bool) for r in options["resolutions"])
+        )
+    ):
+        raise bad("space_options.resolutions must be a list of whole numbers")
+
+
+def _check_structure(data: dict[str, Any], bad: Any) -> list[str]:
+    """The nb201 cell-structure features: 15,625 rows of finite numbers, one per structure name."""
+    if data["space"] != "nb201":
+        return []
+    st = data.get("structure")
+    from hwnas.benchdata import NB201_N
+
+    if not isinstance(st, dict) or not isinstance(st.get("names"), list) or not all(isinstance(n, str) for n in st["names"]):
+        raise bad("structure.names missing")
+    rows = st.get("features")
+    width = len(st["names"])
+    if not isinstance(rows, list) or len(rows) != NB201_N:
+        raise bad(f"structure.features must have {NB201_N} rows")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != width or not all(_number(v) for v in row):
+            raise bad(f"structure.features row {i} is not {width} finite numbers")
+    return list(st["names"])
+
+
+def _short(x: Any, limit: int = 60) -> str:
+    r = repr(x)
+    return r if len(r) <= limit else r[: limit - 3] + "..."

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.cost._onnx import INPUT_NAME, make_session
+from hwnas.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,23 @@ class Measurement:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_provider(provider: str) -> None:
+    """Refuse, before any work, an ONNX Runtime execution provider that is not installed here.
+
+    Raises:
+        UsageError: naming the provider, what is installed, and how to get it.
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if provider not in available:
+        hint = " (install onnxruntime-gpu instead of onnxruntime)" if provider == "CUDAExecutionProvider" else ""
+        raise UsageError(
+            f"ONNX Runtime execution provider {provider!r} is not installed{hint}; "
+            f"available here: {', '.join(available)}; e.g. use --device cpu"
+        )
 
 
 def time_session(session: Any, feed: dict[str, np.ndarray], *, warmup: int, repeats: int) -> np.ndarray:
