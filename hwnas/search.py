@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,8 +27,9 @@ from hwnas.evaluate import EvalContext, EvaluationFailed, Evaluator, make_evalua
 from hwnas.pareto import is_non_dominated
 from hwnas.spaces import Arch, SearchSpace
 from hwnas.spaces.nb201 import NB201Space
-from hwnas.storage import JOURNAL_PREFIX
+from hwnas.storage import FAILED_BECAUSE, JOURNAL_PREFIX, WORKER_ATTR, display_url, fail_stale_trials, this_worker, trial_is_judged
 from hwnas.strategies import STRATEGIES, make_sampler
+from hwnas.strategies._seeding import PerTrialSeed, trial_slot
 from hwnas.units import format_ms
 
 if TYPE_CHECKING:
@@ -53,6 +56,14 @@ DIRECTIONS: list[StudyDirection] = ["maximize", "minimize"]  # accuracy %, laten
 COUNTED_STATES = ("COMPLETE", "PRUNED")
 #: Accuracy recorded for an over-budget trial, whose accuracy is never evaluated (see accuracy_source).
 NOT_EVALUATED = 0.0
+#: Trial system attribute: the trial's slot, the number of trials done or in flight before it (keys its seed).
+SLOT_ATTR = "hwnas:slot"
+#: Seconds between looks at the storage while waiting for other workers' trials in flight.
+WAIT_POLL_S = 1.0
+
+
+class BudgetFilled(RuntimeError):
+    """Trials done or in flight on other workers already fill the budget: this one is not run."""
 
 
 @dataclass
@@ -101,7 +112,8 @@ class SearchConfig:
     latency_model: str = ""
 
     def default_out(self) -> str:
-        return str(Path("hwnas-runs") / f"{self.space}-{self.device}-{format_ms(self.latency_ms)}-{self.strategy}-seed{self.seed}")
+        device = Path(self.device).stem if self.device.endswith(".toml") else self.device  # a device file: its name, not its path
+        return str(Path("hwnas-runs") / f"{self.space}-{device}-{format_ms(self.latency_ms)}-{self.strategy}-seed{self.seed}")
 
     def identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in IDENTITY_KEYS}
@@ -180,13 +192,15 @@ class Search:
         try:
             self.evaluator = make_evaluator(config.evaluator, self.space, context=context, **config.evaluator_options)
         except UsageError:
-            if config.strategy != "darts":
-                raise
+            if config.strategy != "darts" or config.evaluator_options:
+                raise  # options the evaluator refuses are an error even where DARTS could go on without it
             self.evaluator = None  # the derived arch's inherited-weight accuracy, once DARTS has run
         if config.strategy == "darts":
             self._darts_config().check()
         self._seen: dict[str, optuna.trial.FrozenTrial] = {}
         self._best: tuple[float, float, int] | None = None
+        self._known: set[int] = set()  # numbers of the completed trials already in _seen and _best
+        self._slots: dict[int, int] = {}  # trial id -> slot, from _start_trial to _objective
 
     # -- run directory and study ---------------------------------------------
     def _prepare_out(self) -> None:
@@ -195,13 +209,17 @@ class Search:
             raise UsageError(f"--out {out} is a file, not a folder; pick a new folder, e.g. --out runs/exp1")
         if out.is_dir():
             cfg = out / "config.json"
-            if not cfg.exists() and any(out.iterdir()):
+            # Another worker sharing the folder may be a moment into its start: its files don't make the folder foreign.
+            starting = (".write-test", "study.journal", "config.json.")
+            if not cfg.exists() and any(not p.name.startswith(starting) for p in out.iterdir()):
                 raise UsageError(f"--out {out} is not empty and holds no hwnas run; pick a new or empty folder")
             if cfg.exists():
                 try:
                     old = json.loads(cfg.read_text())
                 except (OSError, json.JSONDecodeError):
                     raise UsageError(f"{cfg} is unreadable; pick a new --out folder") from None
+                if not isinstance(old, dict):
+                    raise UsageError(f"{cfg} is not an hwnas run configuration (not a JSON object); pick a new --out folder")
                 diff = {k: (old.get(k), v) for k, v in self.config.identity().items() if old.get(k) != v}
                 if diff:
                     k, (was, now) = next(iter(diff.items()))
@@ -210,7 +228,7 @@ class Search:
                     )
         try:
             out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
+            probe = out / f".write-test-{os.getpid()}"  # per process: several workers may share the folder
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
@@ -231,6 +249,9 @@ class Search:
         old = study.user_attrs.get("hwnas")
         if old is None:
             study.set_user_attr("hwnas", ident)
+            if self.evaluator is not None:
+                # The evaluator's resolved settings (defaults included) and where its accuracies come from.
+                study.set_user_attr("hwnas_evaluator", self.evaluator.describe())
         elif old != ident:
             k = next(k for k in ident if old.get(k) != ident[k])
             raise UsageError(
@@ -241,10 +262,20 @@ class Search:
 
     # -- one trial ------------------------------------------------------------
     def _objective(self, trial: optuna.Trial) -> tuple[float, float]:
+        slot = self._slots.pop(trial._trial_id, None)
+        if slot is not None and slot >= self.config.trials:
+            # Other workers started trials first, between this worker's last look and this trial's creation.
+            reason = f"not run: the {slot} trials done or in flight before it already fill the budget of {self.config.trials}"
+            trial.set_user_attr(FAILED_BECAUSE, reason)
+            raise BudgetFilled(reason)
         arch = self.space.canonical({d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in self.space.dimensions()})
         text = self.space.to_string(arch)
         trial.set_user_attr("arch", text)
         prior = self._seen.get(self.space.key(arch))
+        if prior is None:
+            # Another worker may have evaluated it since this one last looked.
+            self._sync_seen(trial.study)
+            prior = self._seen.get(self.space.key(arch))
         if prior is not None:
             # The same network was already evaluated in this study: reuse its numbers, don't pay twice.
             old = prior
@@ -284,6 +315,9 @@ class Search:
             acc = self.evaluator.evaluate(arch, trial)
         except EvaluationFailed as exc:
             trial.set_user_attr("failed_because", str(exc))
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr(FAILED_BECAUSE, "interrupted (Ctrl-C) during its evaluation; its work is redone on resume")
             raise
         trial.set_user_attr("accuracy", acc.value)
         trial.set_user_attr("accuracy_source", acc.source)
@@ -361,15 +395,10 @@ class Search:
         import optuna
 
         if trial.state != optuna.trial.TrialState.COMPLETE:
-            self.log(f"trial {trial.number}: {trial.state.name.lower()}")
+            why = trial.user_attrs.get(FAILED_BECAUSE)
+            self.log(f"trial {trial.number}: {trial.state.name.lower()}" + (f": {why}" if why else ""))
             return
-        arch_text = trial.user_attrs.get("arch", "?")
-        key = self.space.key(self.space.from_string(arch_text))
-        self._seen.setdefault(key, trial)
-        acc, lat = trial.values
-        feasible = bool(trial.constraints) and all(v <= 0 for v in trial.constraints.values())
-        if feasible and (self._best is None or (acc, -lat) > (self._best[0], -self._best[1])):
-            self._best = (acc, lat, trial.number)
+        acc, lat, feasible = self._note(trial)
         done = self._count_complete(study)
         best = f"best feasible {self._best[0]:.2f}% @ {self._best[1]:.3f} ms (trial {self._best[2]})" if self._best else "no feasible yet"
         status = f"acc {acc:6.2f}%" if feasible else "over budget "
@@ -378,6 +407,107 @@ class Search:
             f"[{done:>4}/{self.config.trials}] trial {trial.number:>4}: {status} lat {lat:8.3f} ms "
             f"{trial.user_attrs.get('latency_source', '')}{reused} | {best}"
         )
+
+    def _note(self, trial: optuna.trial.FrozenTrial) -> tuple[float, float, bool]:
+        """Take a completed trial into ``_seen`` (networks not to evaluate again) and ``_best``."""
+        arch_text = trial.user_attrs.get("arch", "?")
+        key = self.space.key(self.space.from_string(arch_text))
+        self._seen.setdefault(key, trial)
+        self._known.add(trial.number)
+        acc, lat = trial.values
+        feasible = bool(trial.constraints) and all(v <= 0 for v in trial.constraints.values())
+        if feasible and (self._best is None or (acc, -lat) > (self._best[0], -self._best[1])):
+            self._best = (acc, lat, trial.number)
+        return acc, lat, feasible
+
+    def _sync_seen(self, study: optuna.Study) -> None:
+        """Take in the trials other workers completed (reuse their networks, know their best)."""
+        import optuna
+
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if t.number not in self._known:
+                self._note(t)
+
+    def _start_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+        """Record this worker on a new trial and return the trial's slot: the trials done (counted)
+        or in flight with a smaller number. The slot keys the trial's seed, so the same history
+        gives the same proposal in a resumed run (a failed trial holds a number, not a slot), and
+        distinct trials in flight get distinct seeds; a slot past the budget is not run."""
+        study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, self._worker)
+        slot = trial_slot(study, trial, _counted_states())
+        study._storage.set_trial_system_attr(trial._trial_id, SLOT_ATTR, slot)
+        self._slots[trial._trial_id] = slot
+        return slot
+
+    def _stop_at_budget(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Stop this worker once the trials done and those in flight elsewhere fill the budget.
+
+        Optuna's MaxTrialsCallback counts only finished trials, so each of W workers could start
+        one more and overshoot by up to W - 1; a trial in flight that then fails is redone by its
+        own worker (whose look finds room again), or after the wait in :meth:`_run_trials`.
+        """
+        import optuna
+
+        fail_stale_trials(study, log=self.log)
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if self._count_complete(study) + len(running) >= self.config.trials:
+            study.stop()
+
+    def _run_trials(self, study: optuna.Study) -> None:
+        """Run trials until the study's counted trials fill the budget, with any other workers
+        of the same study, then wait for their trials in flight so the report is final."""
+        import optuna
+
+        c, feasible = self.config, self._cheap_feasibility()
+
+        def factory(seed: int) -> optuna.samplers.BaseSampler:
+            return make_sampler(c.strategy, seed=seed, space=self.space, latency_ms=c.latency_ms, feasible=feasible)
+
+        study.sampler = PerTrialSeed(factory, seed=c.seed, key=self._start_trial)
+        ran_dry = False
+        while True:
+            done = self._count_complete(study)
+            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if done + len(running) < c.trials and not ran_dry:
+                study.optimize(
+                    self._objective,
+                    n_trials=c.trials - done,
+                    callbacks=[self._after_trial, self._stop_at_budget],
+                    catch=(EvaluationFailed, BudgetFilled),
+                    gc_after_trial=False,
+                )
+                # Every trial of this round failed: stop here rather than fail forever (a rerun retries).
+                ran_dry = self._count_complete(study) == done
+                continue
+            if not self._await_in_flight(study):
+                return
+
+    def _await_in_flight(self, study: optuna.Study) -> bool:
+        """Wait until no trial of another live worker is in flight (a trial whose worker is found
+        gone is failed); return whether there was one to wait for. Trials whose worker no one here
+        can judge (another machine, a storage without heartbeat) are not waited for."""
+        import optuna
+
+        said: set[int] = set()
+        waited = False
+        while True:
+            fail_stale_trials(study, log=self.log)
+            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            judged = [t for t in running if trial_is_judged(study, t)]
+            for t in running:
+                if t not in judged and t.number not in said:
+                    said.add(t.number)
+                    self.log(
+                        f"trial {t.number} is in flight on another machine and this storage has no heartbeat: not waited for; "
+                        "the report counts it as running (rerun the command once it is done, or use an RDB storage)"
+                    )
+            if not judged:
+                return waited
+            if not waited:
+                numbers = ", ".join(str(t.number) for t in judged)
+                self.log(f"waiting for {len(judged)} trial(s) in flight on other workers ({numbers}) so that the report includes them")
+            waited = True
+            time.sleep(WAIT_POLL_S)
 
     @staticmethod
     def _count_complete(study: optuna.Study) -> int:
@@ -390,15 +520,20 @@ class Search:
 
         t0 = time.perf_counter()
         self._prepare_out()
-        (self.out / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        # The storage URL as given: `hwnas report` and `hwnas export --run` reopen the study with it.
+        self._write_json(self.out / "config.json", asdict(self.config))
         study = self._study()
         self._study_ref = study
+        self._worker = this_worker()
+        # A trial left RUNNING by a worker that is gone (kill -9, a crash) is failed and redone.
+        fail_stale_trials(study, log=self.log)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             self._after_trial_quiet(t)
         done = self._count_complete(study)
         budget = self.config.latency_ms
         if done:
-            self.log(f"resuming study {self.config.study!r} in {self.config.storage}: {done} of {self.config.trials} trials done")
+            where = display_url(self.config.storage)
+            self.log(f"resuming study {self.config.study!r} in {where}: {done} of {self.config.trials} trials done")
         else:
             bound, bound_arch = self.latency_model.lower_bound()
             self.log(
@@ -411,7 +546,7 @@ class Search:
                     raise InfeasibleError(
                         f"no {self.space.name} architecture can meet {format_ms(limit)} on {dev.name}: "
                         f"{self.space.to_string(other_arch)} takes {other.ms:.4g} ms ({other.source}); "
-                        f"raise its --latency to at least {other.ms:.4g}ms"
+                        f"raise its --latency to at least {_round_up_ms(other.ms)}"
                     )
             if bound.ms > budget:
                 what = (
@@ -421,27 +556,12 @@ class Search:
                 )
                 raise InfeasibleError(
                     f"no {self.space.name} architecture can meet {format_ms(budget)} on {self.device.name}: "
-                    f"{what} takes {bound.ms:.4g} ms ({bound.source}); raise --latency to at least {bound.ms:.4g}ms"
+                    f"{what} takes {bound.ms:.4g} ms ({bound.source}); raise --latency to at least {_round_up_ms(bound.ms)}"
                 )
-        remaining = self.config.trials - done
         if self.config.strategy == "darts":
             self._run_darts(study, done)
-        elif remaining > 0:
-            # Seed from (seed, trials done) so a resumed run draws new candidates, deterministically.
-            seed = int(np.random.SeedSequence([self.config.seed, done]).generate_state(1)[0])
-            study.sampler = make_sampler(
-                self.config.strategy, seed=seed, space=self.space, latency_ms=budget, feasible=self._cheap_feasibility()
-            )
-            study.optimize(
-                self._objective,
-                n_trials=remaining,
-                callbacks=[
-                    self._after_trial,
-                    optuna.study.MaxTrialsCallback(self.config.trials, states=_counted_states()),
-                ],
-                catch=(EvaluationFailed,),
-                gc_after_trial=False,
-            )
+        else:
+            self._run_trials(study)
         report = self._report(study)
         report["wall_time_s"] = round(time.perf_counter() - t0, 2)
         self._write_report(report)
@@ -452,7 +572,8 @@ class Search:
                 f"(results kept in {self.out})"
             )
         if self.config.export:
-            report["export"] = self._export(report["best"])
+            with _folder_lock(self.out / ".export.lock"):  # workers sharing --out export one at a time
+                report["export"] = self._export(report["best"])
             report["measured_latency_ms"] = report["export"]["measured_latency_ms"]
             report["wall_time_s"] = round(time.perf_counter() - t0, 2)
             self._write_report(report)
@@ -466,11 +587,7 @@ class Search:
         return lambda arch: all(m.latency(arch).ms <= b for m, b in models)
 
     def _after_trial_quiet(self, trial: optuna.trial.FrozenTrial) -> None:
-        log, self.log = self.log, lambda s: None
-        try:
-            self._after_trial(self._study_ref, trial)
-        finally:
-            self.log = log
+        self._note(trial)
 
     # -- results ---------------------------------------------------------------
     def records(self, study: optuna.Study) -> list[TrialRecord]:
@@ -504,6 +621,7 @@ class Search:
             "infeasible": len(recs) - len(feas),
             "reused": sum("reused_from_trial" in r.attrs for r in recs),
             "failed": sum(s == optuna.trial.TrialState.FAIL for s in states),
+            "running": sum(s == optuna.trial.TrialState.RUNNING for s in states),
             "min_latency_ms": min((r.latency_ms for r in recs), default=None),
         }
         self._write_front(front)
@@ -521,7 +639,7 @@ class Search:
             "evaluator": self.evaluator.describe() if self.evaluator is not None else {"name": self.config.evaluator},
             "latency_model": self.latency_model.describe(),
             "study": self.config.study,
-            "storage": self.config.storage,
+            "storage": display_url(self.config.storage),
             "trials": trials,
             "best": best_d,
             "front": [self._trial_summary(r) for r in front],
@@ -553,16 +671,23 @@ class Search:
         import csv
 
         cols = ["trial", "arch", "accuracy", "test_accuracy", "latency_ms", "latency_source", "flops_m", "params_m"]
-        with open(self.out / "front.csv", "w", newline="") as f:
+        tmp = self.out / f"front.csv.{os.getpid()}.tmp"
+        with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
             w.writeheader()
             for r in front:
                 w.writerow(self._trial_summary(r))
+        tmp.replace(self.out / "front.csv")
 
     def _write_report(self, report: dict[str, Any]) -> None:
-        tmp = self.out / "report.json.tmp"
-        tmp.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-        tmp.replace(self.out / "report.json")
+        self._write_json(self.out / "report.json", report)
+
+    @staticmethod
+    def _write_json(path: Path, data: dict[str, Any]) -> None:
+        """Write whole or not at all: workers sharing the run folder may write and read it at once."""
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+        tmp.replace(path)
 
     def _export(self, best: dict[str, Any]) -> dict[str, Any]:
         from hwnas.export import export_verified
@@ -580,7 +705,12 @@ class Search:
             "flops_m": best["flops_m"],
             "params_m": best["params_m"],
         }
-        result = export_verified(self.space, arch, self.out / "best.onnx", device=self.device, metadata=meta, seed=self.config.seed)
+        # An evaluator with trained weights (the supernet's) exports the network it scored, weights included.
+        build_trained = getattr(self.evaluator, "build_trained", None)
+        trained = build_trained(arch) if build_trained is not None else None
+        result = export_verified(
+            self.space, arch, self.out / "best.onnx", device=self.device, metadata=meta, seed=self.config.seed, trained=trained
+        )
         d = result.as_dict()
         d["predicted_latency_ms"] = best["latency_ms"]
         d["predicted_source"] = best["latency_source"]
@@ -589,6 +719,30 @@ class Search:
         if measured is None:
             d["not_measured_because"] = f"{self.device.name} is a table device; its latency comes from the benchmark table"
         return d
+
+
+@contextmanager
+def _folder_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` among the processes of this machine (none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _round_up_ms(value_ms: float) -> str:
+    """``value_ms`` rounded up to 4 significant digits, as a --latency value that meets it."""
+    if value_ms <= 0 or not math.isfinite(value_ms):
+        return format_ms(value_ms)
+    step = 10.0 ** (math.floor(math.log10(value_ms)) - 3)
+    return format_ms(round(math.ceil(value_ms / step - 1e-9) * step, 12))
 
 
 def _counted_states() -> tuple[Any, ...]:

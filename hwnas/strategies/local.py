@@ -67,6 +67,11 @@ class LocalSearchSampler(_optuna.samplers.BaseSampler):
         self._rng = np.random.default_rng()
         self._random.reseed_rng()
 
+    def reseed(self, seed: int) -> None:
+        """Restart the random streams from ``seed``, keeping the caches (per-trial seeding, see _seeding.py)."""
+        self._rng = np.random.default_rng(seed)
+        self._random = _optuna.samplers.RandomSampler(seed=seed)
+
     def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         return search_space(self.space)
 

@@ -98,6 +98,11 @@ class ReinforceSampler(_optuna.samplers.BaseSampler):
         self._rng = np.random.default_rng()
         self._random.reseed_rng()
 
+    def reseed(self, seed: int) -> None:
+        """Restart the random streams from ``seed``, keeping the caches (per-trial seeding, see _seeding.py)."""
+        self._rng = np.random.default_rng(seed)
+        self._random = _optuna.samplers.RandomSampler(seed=seed)
+
     def probabilities(self) -> list[np.ndarray]:
         out = []
         for z in self.logits:
