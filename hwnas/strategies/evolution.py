@@ -21,15 +21,14 @@ import numpy as np
 
 from hwnas.spaces import SearchSpace
 from hwnas.strategies._common import Feasible, TrialArchs, arch_of, complete_trials, fitness_keys, propose_unique, search_space
+from hwnas.strategies._seeded import SeededSampler
 from hwnas.strategies._surrogate import predict_first_objective
 
 if TYPE_CHECKING:
     import optuna
 
-import optuna as _optuna
 
-
-class RegularizedEvolutionSampler(_optuna.samplers.BaseSampler):
+class RegularizedEvolutionSampler(SeededSampler):
     """Aging evolution over a hwnas search space.
 
     Args:
@@ -74,18 +73,8 @@ class RegularizedEvolutionSampler(_optuna.samplers.BaseSampler):
         self.mutations = mutations
         self.selection = selection
         self.feasible = feasible
-        self._rng = np.random.default_rng(seed)
-        self._random = _optuna.samplers.RandomSampler(seed=seed)
+        self._init_streams(seed)
         self._archs = TrialArchs(space)
-
-    def reseed_rng(self) -> None:
-        self._rng = np.random.default_rng()
-        self._random.reseed_rng()
-
-    def reseed(self, seed: int) -> None:
-        """Restart the random streams from ``seed``, keeping the caches (per-trial seeding, see _seeding.py)."""
-        self._rng = np.random.default_rng(seed)
-        self._random = _optuna.samplers.RandomSampler(seed=seed)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         return search_space(self.space)

@@ -22,10 +22,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna as _optuna
 
 from hwnas.spaces import Arch, SearchSpace
 from hwnas.strategies._common import Feasible, TrialArchs, complete_trials, fitness_keys, propose_unique, search_space
+from hwnas.strategies._seeded import SeededSampler
 from hwnas.strategies._surrogate import predict_first_objective
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 CLIMB = "hwnas:local_climb"
 
 
-class LocalSearchSampler(_optuna.samplers.BaseSampler):
+class LocalSearchSampler(SeededSampler):
     """Best-first hill climbing over a hwnas space's one-change neighbourhoods.
 
     Args:
@@ -55,22 +55,12 @@ class LocalSearchSampler(_optuna.samplers.BaseSampler):
         self.n_init = n_init
         self.screen = screen
         self.feasible = feasible
-        self._rng = np.random.default_rng(seed)
-        self._random = _optuna.samplers.RandomSampler(seed=seed)
+        self._init_streams(seed)
         self._codes: dict[int, np.ndarray] = {}
         self._archs = TrialArchs(space)
         self._keys: dict[int, tuple[Any, ...]] = {}
         self._keys_owner: tuple[int, int] | None = None
         self._near: dict[str, list[tuple[Arch, str]]] = {}
-
-    def reseed_rng(self) -> None:
-        self._rng = np.random.default_rng()
-        self._random.reseed_rng()
-
-    def reseed(self, seed: int) -> None:
-        """Restart the random streams from ``seed``, keeping the caches (per-trial seeding, see _seeding.py)."""
-        self._rng = np.random.default_rng(seed)
-        self._random = _optuna.samplers.RandomSampler(seed=seed)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         return search_space(self.space)

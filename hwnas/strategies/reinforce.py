@@ -22,10 +22,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna as _optuna
 
 from hwnas.spaces import Arch, SearchSpace
 from hwnas.strategies._common import Feasible, TrialArchs, arch_of, complete_trials, propose_unique, search_space
+from hwnas.strategies._seeded import SeededSampler
 
 if TYPE_CHECKING:
     import optuna
@@ -43,7 +43,7 @@ def mnasnet_reward(accuracy: float, latency: float, target: float, mode: str) ->
     return float(accuracy * (max(latency, 1e-9 * target) / target) ** w)
 
 
-class ReinforceSampler(_optuna.samplers.BaseSampler):
+class ReinforceSampler(SeededSampler):
     """Policy-gradient architecture search over a hwnas space.
 
     Args:
@@ -82,8 +82,7 @@ class ReinforceSampler(_optuna.samplers.BaseSampler):
         self.decay = baseline_decay
         self.entropy = entropy
         self.feasible = feasible
-        self._rng = np.random.default_rng(seed)
-        self._random = _optuna.samplers.RandomSampler(seed=seed)
+        self._init_streams(seed)
         self._archs = TrialArchs(space)
         self._dims = space.dimensions()
         self.reset()
@@ -93,15 +92,6 @@ class ReinforceSampler(_optuna.samplers.BaseSampler):
         self.baseline: float | None = None
         self.mean_accuracy: float | None = None
         self._replayed: list[int] = []
-
-    def reseed_rng(self) -> None:
-        self._rng = np.random.default_rng()
-        self._random.reseed_rng()
-
-    def reseed(self, seed: int) -> None:
-        """Restart the random streams from ``seed``, keeping the caches (per-trial seeding, see _seeding.py)."""
-        self._rng = np.random.default_rng(seed)
-        self._random = _optuna.samplers.RandomSampler(seed=seed)
 
     def probabilities(self) -> list[np.ndarray]:
         out = []
