@@ -70,9 +70,11 @@ def make_evaluator(name: str, space: SearchSpace, *, context: EvalContext | None
 
 
 def _register_builtin() -> None:
+    from hwnas.evaluate.supernet import SupernetEvaluator
     from hwnas.evaluate.table import TableEvaluator
     from hwnas.evaluate.train import TrainEvaluator
 
+    EVALUATORS.add("supernet", SupernetEvaluator)
     EVALUATORS.add("table", TableEvaluator)
     EVALUATORS.add("train", TrainEvaluator)
 
