@@ -23,7 +23,7 @@ import numpy as np
 from hwnas.cost.latency import LatencyModel, latency_model_for
 from hwnas.device import Device, get_device
 from hwnas.errors import InfeasibleError, UsageError
-from hwnas.evaluate import EvalContext, EvaluationFailed, Evaluator, make_evaluator
+from hwnas.evaluate import EvalContext, EvaluationFailed, Evaluator, check_train_device, make_evaluator
 from hwnas.pareto import is_non_dominated
 from hwnas.spaces import Arch, SearchSpace
 from hwnas.spaces.nb201 import NB201Space
@@ -355,11 +355,7 @@ class Search:
                 return
         from hwnas.darts.run import run_darts
 
-        if self.config.train_device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise UsageError("--train-device cuda but torch sees no CUDA GPU here; use --train-device cpu")
+        check_train_device(self.config.train_device)
         outcome = run_darts(
             self.space, self.latency_model, self.config.latency_ms, self._darts_config(), data=self.config.data, log=self.log
         )

@@ -52,6 +52,19 @@ class EvalContext:
     log: Callable[[str], None] = field(default=lambda s: None, repr=False, compare=False)
 
 
+def check_train_device(device: str) -> None:
+    """UsageError unless ``device`` (``--train-device``) is cpu, or cuda with a GPU torch can see."""
+    from hwnas.errors import UsageError
+
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--train-device {device} but torch sees no CUDA GPU here; use --train-device cpu")
+    elif device != "cpu":
+        raise UsageError(f"--train-device must be cpu or cuda, got {device!r}; e.g. --train-device cpu")
+
+
 class Evaluator(Protocol):
     name: str
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwnas.errors import UsageError
-from hwnas.evaluate import Accuracy, EvalContext
+from hwnas.evaluate import Accuracy, EvalContext, check_train_device
 from hwnas.registry import did_you_mean
 from hwnas.spaces import Arch, SearchSpace
 
@@ -104,14 +104,7 @@ class SupernetEvaluator:
             )
         self.space = space
         self.context = context or EvalContext()
-        device = self.context.train_device
-        if device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise UsageError(f"--train-device {device} but torch sees no CUDA GPU here; use --train-device cpu")
-        elif device != "cpu":
-            raise UsageError(f"--train-device must be cpu or cuda, got {device!r}; e.g. --train-device cpu")
+        check_train_device(self.context.train_device)
         self.settings = resolve_options(options, seed=self.context.seed)
         from hwnas.datasets import evaluation_splits, load_data
         from hwnas.spaces.mbconv import MBConvSpace

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from hwnas.errors import UsageError
-from hwnas.evaluate import Accuracy, EvalContext, EvaluationFailed
+from hwnas.evaluate import Accuracy, EvalContext, EvaluationFailed, check_train_device
 from hwnas.registry import did_you_mean
 from hwnas.spaces import Arch, SearchSpace
 
@@ -116,14 +116,7 @@ class TrainEvaluator:
         self.options = resolve_options(options)
         self.space = space
         self.context = context or EvalContext()
-        device = self.context.train_device
-        if device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise UsageError(f"--train-device {device} but torch sees no CUDA GPU here; use --train-device cpu")
-        elif device != "cpu":
-            raise UsageError(f"--train-device must be cpu or cuda, got {device!r}; e.g. --train-device cpu")
+        check_train_device(self.context.train_device)
         from hwnas.datasets import evaluation_splits, load_data
 
         self.data = load_data(self.context.data)
