@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -26,3 +28,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ort_device(request: pytest.FixtureRequest) -> str:
     """Name of a live-measured device: cpu everywhere, cuda where a GPU and provider exist."""
     return str(request.param)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny forwards: one intra-op thread is as fast and avoids OpenMP spin-waits on a busy 2-core
+    runner (files opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,12 +20,7 @@ from hwnas.spaces.nb201 import NB201Space
 SKIP, NONE, C1, C3, POOL = (NB201_OPS.index(o) for o in ("skip_connect", "none", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny() -> NB201Supernet:

@@ -23,12 +23,7 @@ from hwnas.storage import open_storage
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 #: A small NB-201 network (4 channels, 1 cell per stage): an epoch on 240 digits takes a fraction of a second.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,12 +25,7 @@ from hwnas.spaces.mbconv import MBConvSpace
 ARCH = "r160-w0.75-k5e4.k7e3.k3e6|k3e3.k7e6|k5e6.k3e4.k7e4.k3e3|k7e6.k5e3|k3e4.k5e6.k7e3|k7e4"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
