@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from hwnas import __version__
 from hwnas.errors import HwnasError, UsageError
 from hwnas.registry import did_you_mean
-from hwnas.units import parse_count_m, parse_latency_ms
+from hwnas.units import format_bytes, parse_bytes, parse_count_m, parse_latency_ms
 
 #: Namespace attribute holding the dests of the options the user gave (see :class:`_StoreOnce`).
 _GIVEN = "_given"
@@ -115,16 +115,17 @@ def _err(text: str) -> None:
 
 # -- handlers ---------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> int:
+    """Translate the flags into a :class:`SearchConfig`; the library checks it (one validator for
+    the CLI and the Python API) and runs it."""
     from hwnas.search import Search, SearchConfig
 
-    devices = args.device or ["cpu"]
-    latencies = args.latency or [parse_latency_ms("20ms")]
+    devices = args.device or [SearchConfig.device]
+    latencies = args.latency or [SearchConfig.latency_ms]
     if len(devices) != len(latencies):
         raise UsageError(
             f"{len(devices)} --device but {len(latencies)} --latency; give one budget per device, in order, "
             "e.g. --device cpu --latency 2ms --device pixel3 --latency 5ms"
         )
-    epochs = args.epochs if args.epochs is not None else SearchConfig.epochs  # darts' default; evaluators apply their own
     config = SearchConfig(
         space=args.space,
         dataset=args.dataset,
@@ -142,19 +143,22 @@ def cmd_search(args: argparse.Namespace) -> int:
         export=not args.no_export,
         flops_m=args.flops,
         params_m=args.params,
+        memory_bytes=args.memory,
+        size_bytes=args.size,
+        objective=args.objective,
         latency_source=args.latency_source,
         table=args.table or "",
         allow_foreign_table=args.allow_foreign_table,
-        evaluator_options=_evaluator_options(args),
+        evaluator_options={k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None},
         data=args.data,
-        epochs=epochs,
-        warmup=args.warmup if args.warmup is not None else max(0, min(5, epochs // 5)),
-        batch=args.batch if args.batch is not None else SearchConfig.batch,
+        epochs=args.epochs,
+        batch=args.batch,
+        warmup=args.warmup,
         darts_order=args.darts_order,
         sampling=args.sampling,
         latency_term=args.latency_term,
         latency_weight=args.latency_weight,
-        adapt_latency_weight=not args.fixed_latency_weight,
+        adapt_latency_weight=False if args.fixed_latency_weight else None,
         selection=args.selection,
         train_device=args.train_device,
     )
@@ -167,17 +171,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Flags of training-based evaluators, passed on as ``evaluator_options`` when the user sets them.
-TRAINING_FLAGS = ("epochs", "batch", "lr", "optimizer", "schedule", "pruner")
-
-
-def _evaluator_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The training flags the user set, for the evaluator to check (each applies its own defaults).
-    With ``--strategy darts`` and the table evaluator, ``--epochs`` and ``--batch`` are the supernet's."""
-    options = {k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None}
-    if args.strategy == "darts" and args.evaluator == "table":
-        options = {k: v for k, v in options.items() if k not in ("epochs", "batch")}
-    return options
+#: Flags of training-based evaluators, passed on as ``evaluator_options`` when the user sets them
+#: (``--epochs`` and ``--batch`` serve DARTS too: the search config routes them).
+TRAINING_FLAGS = ("lr", "optimizer", "schedule", "pruner")
 
 
 def _print_summary(report: dict[str, Any], out: Any) -> None:
@@ -191,9 +187,14 @@ def _print_summary(report: dict[str, Any], out: Any) -> None:
     if report.get("test_accuracy") is not None:
         line += f", test {report['test_accuracy']:.2f} %"
     print(line)
+    extra = ""
+    if report.get("memory_bytes") is not None:
+        extra += f", peak memory {format_bytes(report['memory_bytes'])}"
+    if report.get("size_bytes") is not None:
+        extra += f", size {format_bytes(report['size_bytes'])}"
     print(
         f"  latency  {report['latency_ms']:.4g} ms ({report['latency_source']}), "
-        f"{report['flops_m']:.1f} M FLOPs, {report['params_m']:.3f} M params"
+        f"{report['flops_m']:.1f} M FLOPs, {report['params_m']:.3f} M params{extra}"
     )
     ex = report.get("export")
     if ex:
@@ -219,8 +220,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     space = get_space(args.space)
     device = get_device(args.device)
-    if args.resolution and space.name != "mbconv":
-        raise UsageError(f"--resolution applies to the mbconv space only, not {space.name!r}")
+    space.lut_codec().check_profile_options(resolutions=args.resolution or None)
     out = Path(args.out) if args.out else Path("latency_tables") / table_name(device.name, space.name)
     log = (lambda s: None) if args.quiet else _err
     table = None
@@ -317,17 +317,16 @@ def _arch_from_run(run: Any, trial: int | None) -> tuple[str, str, dict[str, Any
         best = report["best"]
         return report["space"], best["arch"], {k: best.get(k) for k in ("trial", "accuracy", "latency_ms", "latency_source")}
     from hwnas.report import open_run_study
+    from hwnas.trials import ACCURACY, TrialRecord
 
     _, study = open_run_study(run)
     numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
     if trial not in numbers:
         raise UsageError(f"run {run} has no trial {trial}; valid: 0..{max(numbers, default=-1)}")
-    t = numbers[trial]
-    return (
-        report["space"],
-        t.user_attrs["arch"],
-        {"trial": trial, "latency_ms": t.user_attrs.get("latency_ms"), "accuracy": t.user_attrs.get("accuracy")},
-    )
+    rec = TrialRecord.of(numbers[trial])
+    if not rec.arch:
+        raise UsageError(f"trial {trial} of run {run} never got an architecture (it failed before); pick another --trial")
+    return report["space"], rec.arch, {"trial": trial, "latency_ms": rec.cost("latency_ms"), "accuracy": rec.attrs.get(ACCURACY)}
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -346,8 +345,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         "trials": len(feas),
         "feasible": int(feas.sum()),
         "front": [
-            {"trial": summary["numbers"][i], "accuracy": float(summary["accuracy"][i]), "latency_ms": float(summary["latency_ms"][i])}
-            for i in sorted(range(len(front)), key=lambda i: summary["latency_ms"][i])
+            {"trial": summary["numbers"][i], "accuracy": float(summary["accuracy"][i]), summary["metric"]: float(summary["cost"][i])}
+            for i in sorted(range(len(front)), key=lambda i: summary["cost"][i])
             if front[i]
         ],
         "hypervolume": float(summary["hypervolume"][-1]),
@@ -359,16 +358,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{run}: {result['trials']} trials, {result['feasible']} feasible, {len(result['front'])} on the front, "
-        f"hypervolume {result['hypervolume']:.4g} (reference accuracy 0 %, latency {summary['reference'][1]:g} ms)"
+        f"hypervolume {result['hypervolume']:.4g} (reference accuracy 0 %, {summary['metric']} {summary['reference'][1]:g})"
     )
     for p in result["front"]:
-        print(f"  trial {p['trial']:>4}: {p['accuracy']:6.2f} % at {p['latency_ms']:.4g} ms")
+        print(f"  trial {p['trial']:>4}: {p['accuracy']:6.2f} % at {summary['metric']} {p[summary['metric']]:.4g}")
     for p in paths:
         print(f"wrote {p}")
     return 0
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
+    from hwnas.cost.source import device_kind
     from hwnas.device import get_device, list_devices
 
     rows = [get_device(n) for n in list_devices()]
@@ -379,12 +379,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return 0
     print(f"{'device':<16} {'latency from':<22} {'spaces':<16} description")
     for d in rows:
-        source = (
-            f"measured ({d.provider.replace('ExecutionProvider', '')})"
-            if d.kind == "onnxruntime"
-            else ("table (estimated)" if any(t.estimated for t in d.tables.values()) else "table (measured)")
-        )
-        print(f"{d.name:<16} {source:<22} {d.spaces_text():<16} {d.description}")
+        print(f"{d.name:<16} {device_kind(d.kind).summary(d):<22} {d.spaces_text():<16} {d.description}")
     return 0
 
 
@@ -399,6 +394,12 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 # -- parser -----------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from hwnas.cost.latency import LATENCY_SOURCES
+    from hwnas.evaluate import EVALUATORS
+    from hwnas.search import SearchConfig, strategy_names
+    from hwnas.search.objectives import OBJECTIVE_NAMES
+    from hwnas.units import format_ms
+
     p = _Parser(
         prog="hwnas",
         description="Hardware-aware neural architecture search: the most accurate network that meets a latency budget on your device.",
@@ -408,20 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="search the accuracy/latency Pareto front and export the best feasible network")
     s.add_argument("--space", default="nb201", help="search space (see 'hwnas spaces'; default nb201)")
-    s.add_argument(
-        "--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet16-120"], help="nb201 benchmark dataset (default cifar10)"
-    )
+    s.add_argument("--dataset", help="benchmark dataset of the space (nb201: cifar10 | cifar100 | imagenet16-120; default cifar10)")
     s.add_argument(
         "--device",
         action="append",
-        help="latency target (see 'hwnas devices'; default cpu); repeat for several devices, one --latency each",
+        help=f"latency target (see 'hwnas devices'; default {SearchConfig.device}); repeat for several devices, one --latency each",
     )
     s.add_argument(
         "--latency",
         type=parse_latency_ms,
         action="append",
         metavar="T",
-        help="latency budget with unit, e.g. 20ms, 500us (default 20ms); one per --device, in order",
+        help=f"latency budget with unit, e.g. 20ms, 500us (default {format_ms(SearchConfig.latency_ms)}); one per --device, in order",
     )
     s.add_argument(
         "--flops",
@@ -430,11 +429,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="also a FLOPs budget (conv + linear multiply-adds), e.g. 300M",
     )
     s.add_argument("--params", type=lambda t: parse_count_m(t, "parameter budget"), metavar="P", help="also a parameter budget, e.g. 5M")
-    s.add_argument("--trials", type=_positive_int, default=100, help="trial budget, counting trials already in the study (default 100)")
-    s.add_argument("--strategy", default="tpe", help="random | tpe | gp | nsga2 | evolution | reinforce | local | darts (default tpe)")
+    s.add_argument(
+        "--memory",
+        type=lambda t: parse_bytes(t, "memory budget"),
+        metavar="M",
+        help="also a peak activation memory budget (batch 1, float32; 1 KB = 1024 bytes), e.g. 320KB",
+    )
+    s.add_argument(
+        "--size",
+        type=lambda t: parse_bytes(t, "model size budget"),
+        metavar="S",
+        help="also a model size budget (float32 weights), e.g. 2MB",
+    )
+    s.add_argument(
+        "--objective",
+        default=SearchConfig.objective,
+        choices=list(OBJECTIVE_NAMES),
+        help="the second objective beside accuracy (default latency: the first device's)",
+    )
+    s.add_argument("--trials", type=_positive_int, help="trial budget, counting trials already in the study (default 100)")
+    s.add_argument(
+        "--strategy", default=SearchConfig.strategy, choices=strategy_names(), help=f"search strategy (default {SearchConfig.strategy})"
+    )
     s.add_argument(
         "--evaluator",
-        default="table",
+        default=SearchConfig.evaluator,
+        choices=EVALUATORS.names(),
         help="accuracy: table (NAS-Bench-201 lookup, nb201) | train (train each candidate on --data) | supernet (default table)",
     )
     s.add_argument("--seed", type=_int, default=0)
@@ -446,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--latency-source",
         default="auto",
-        choices=["auto", "lut", "measure", "table"],
+        choices=list(LATENCY_SOURCES),
         help="auto (default): a table device's table, else this device's lookup table if built here, else measure",
     )
     s.add_argument("--table", help="latency lookup table to use (default latency_tables/<device>-<space>.json)")
@@ -462,14 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--warmup", type=_int, help="epochs of weight-only warm-up before architecture steps (default epochs/5, at most 5)")
     g.add_argument("--batch", type=_positive_int, help="batch size (darts and --evaluator train: default 64)")
-    g.add_argument("--darts-order", type=_int, default=1, choices=(1, 2), help="1: first-order DARTS, 2: second-order (default 1)")
-    g.add_argument("--sampling", default="softmax", choices=("softmax", "gumbel"), help="softmax (DARTS) or gumbel (FBNet)")
-    g.add_argument(
-        "--latency-term", default="add#linear", choices=("mul#log", "add#linear", "fbnet"), help="latency in the loss (default add#linear)"
-    )
-    g.add_argument(
-        "--latency-weight", type=float, default=1.0, help="lambda of add#linear (its start when adapted), beta of mul#log/fbnet (default 1)"
-    )
+    g.add_argument("--darts-order", type=_int, choices=(1, 2), help="1: first-order DARTS, 2: second-order (default 1)")
+    g.add_argument("--sampling", choices=("softmax", "gumbel"), help="softmax (DARTS, default) or gumbel (FBNet)")
+    g.add_argument("--latency-term", choices=("mul#log", "add#linear", "fbnet"), help="latency in the loss (default add#linear)")
+    g.add_argument("--latency-weight", type=float, help="lambda of add#linear (its start when adapted), beta of mul#log/fbnet (default 1)")
     g.add_argument(
         "--fixed-latency-weight",
         action="store_true",
@@ -477,7 +493,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--selection",
-        default="perturbation",
         choices=("perturbation", "alpha"),
         help="how the trained supernet picks each choice under the budget: perturbation (DARTS-PT, default) or alpha (argmax)",
     )
@@ -541,94 +556,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate_names(args: argparse.Namespace) -> None:
-    """Check registry names and device files up front so a typo fails before any work starts,
-    then refuse conflicting flags (:func:`_refuse_conflicts`)."""
-    from hwnas.evaluate import EVALUATORS
+    """Check registry names up front so a typo fails before any work starts (search settings are
+    checked whole by the library's resolver), then refuse flags that contradict each other."""
     from hwnas.spaces import SPACES
 
     if getattr(args, "space", None) is not None:
         SPACES.get(args.space)
-    if args.command == "search":
-        from hwnas.device import get_device
-        from hwnas.search import check_strategy
-
-        check_strategy(args.strategy)
-        EVALUATORS.get(args.evaluator)
-        for name in args.device or []:
-            get_device(name)
     _refuse_conflicts(args)
 
 
-#: Flags of the differentiable search only: with another strategy they would be silently ignored.
-DARTS_ONLY = {
-    "darts_order": "--darts-order",
-    "sampling": "--sampling",
-    "latency_term": "--latency-term",
-    "latency_weight": "--latency-weight",
-    "fixed_latency_weight": "--fixed-latency-weight",
-    "selection": "--selection",
-    "warmup": "--warmup",
-}
-
-
 def _refuse_conflicts(args: argparse.Namespace) -> None:
-    """Refuse flags that contradict each other or would be silently ignored, saying which to drop.
-
-    An explicit ``--table`` with ``--latency-source auto`` means ``lut``: a table the user names
-    is used or refused, never swapped for live measurement behind their back.
-    """
+    """Refuse export flags that contradict each other, saying which to drop."""
     given: set[str] = getattr(args, _GIVEN, set())
-    if args.command == "search":
-        source = args.latency_source
-        for flag, on in (("--table", bool(args.table)), ("--allow-foreign-table", args.allow_foreign_table)):
-            if on and source in ("measure", "table"):
-                raise UsageError(
-                    f"{flag} applies to lookup tables, which --latency-source {source} does not use; drop {flag} or --latency-source"
-                )
-        if "dataset" in given and args.space != "nb201":
-            raise UsageError(f"--dataset picks a NAS-Bench-201 benchmark dataset; the {args.space} space has none, so drop --dataset")
-        if args.strategy == "darts" and "trials" in given:
-            raise UsageError("--strategy darts trains one supernet and records the one architecture it derives; drop --trials")
-        if args.strategy != "darts":
-            extra = [
-                flag
-                for dest, flag in DARTS_ONLY.items()
-                if dest in given or (dest == "fixed_latency_weight" and getattr(args, dest, False))
-            ]
-            if extra:
-                raise UsageError(
-                    f"{extra[0]} applies to --strategy darts only, not {args.strategy!r}; drop {extra[0]} or use --strategy darts"
-                )
-        if args.table:
-            _check_table_flag(args)
-    elif args.command == "export":
+    if args.command == "export":
         if args.run is not None and args.arch is not None:
             raise UsageError("give --arch or --run, not both: --arch '<arch string>' exports that network, --run DIR a run's best")
         if args.trial is not None and args.run is None:
             raise UsageError("--trial N picks a trial of a run: add --run DIR, or drop --trial")
         if args.run is not None and "space" in given:
             raise UsageError("--run DIR exports in the run's own space; drop --space")
-
-
-def _check_table_flag(args: argparse.Namespace) -> None:
-    """``--table FILE``: a measured first device, a readable table of that device, used as ``lut``."""
-    from hwnas.cost.lut import LatencyTable
-    from hwnas.device import get_device
-
-    device = get_device((args.device or ["cpu"])[0])
-    if device.kind == "table":
-        raise UsageError(
-            f"device {device.name!r} takes its latencies from its benchmark table; --table names a lookup table of a measured "
-            "device (cpu, cuda or a device file), so drop --table"
-        )
-    table = LatencyTable.load(args.table)
-    if table.device != device.name and not args.allow_foreign_table:
-        raise UsageError(
-            f"latency table {args.table} was built for device {table.device!r}, not {device.name!r}; build this device's with "
-            f"'hwnas profile --device {device.name} --space {args.space}', or pass --allow-foreign-table to use it anyway"
-        )
-    if args.latency_source == "auto":
-        args.latency_source = "lut"
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

@@ -1,9 +1,12 @@
 """Devices: one small TOML file each, under ``devices/`` (built in) or a user folder.
 
-Two kinds:
+Every file says ``name``, ``kind`` and optionally ``description`` and ``batch``; the other keys
+belong to its kind, registered in :data:`hwnas.cost.source.DEVICE_KINDS` with their types and
+ranges (see :mod:`hwnas.cost.kinds` for the built-in ones):
 
 * ``onnxruntime``: latency is measured live with an ONNX Runtime execution provider
-  (``cpu``, ``cuda``), with the threads, batch, warm-up and repeat counts of the file.
+  (``cpu``, ``cuda``), with the threads, batch, warm-up and repeat counts of the file, or
+  predicted from a lookup table that ``hwnas profile`` built for it.
 * ``table``: latency is looked up in a measured benchmark table shipped with hwnas (the 27
   HELP / HW-NAS-Bench devices), for the spaces that table covers.
 """
@@ -21,8 +24,11 @@ from typing import Any
 from hwnas.errors import UsageError
 from hwnas.registry import did_you_mean
 
-KINDS = ("onnxruntime", "table")
 _EXAMPLE = 'name = "cpu"\nkind = "onnxruntime"\nprovider = "CPUExecutionProvider"'
+#: Keys every device file may hold, whatever its kind.
+COMMON_KEYS = ("name", "kind", "description", "batch")
+#: Upper limit of ``batch``: a larger value is a typo (or exhausts memory).
+MAX_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -36,28 +42,56 @@ class TableRef:
 
 @dataclass(frozen=True)
 class Device:
-    """A latency target, as read from its TOML file."""
+    """A latency target, as read from its TOML file; ``settings`` holds its kind's own keys."""
 
     name: str
     kind: str
     description: str
     batch: int = 1
-    provider: str = ""
-    threads: int = 1
-    warmup: int = 20
-    repeats: int = 100
-    tables: dict[str, TableRef] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+
+    # The onnxruntime kind's settings, read where a measurement needs them.
+    @property
+    def provider(self) -> str:
+        return str(self.settings.get("provider", ""))
+
+    @property
+    def threads(self) -> int:
+        return int(self.settings.get("threads", 1))
+
+    @property
+    def warmup(self) -> int:
+        return int(self.settings.get("warmup", 20))
+
+    @property
+    def repeats(self) -> int:
+        return int(self.settings.get("repeats", 100))
+
+    @property
+    def tables(self) -> dict[str, TableRef]:
+        return dict(self.settings.get("tables", {}))
 
     def measurement_settings(self) -> dict[str, Any]:
         """Keyword arguments of :func:`hwnas.cost.measure.measure_onnx` for this device."""
         return {"provider": self.provider, "threads": self.threads, "batch": self.batch, "warmup": self.warmup, "repeats": self.repeats}
 
+    @property
+    def measured(self) -> bool:
+        """Whether its latency is measured live (so ``hwnas profile`` can build its table)."""
+        from hwnas.cost.source import device_kind
+
+        return device_kind(self.kind).measured
+
     def covers(self, space: str) -> bool:
-        return self.kind == "onnxruntime" or space in self.tables
+        from hwnas.cost.source import device_kind
+
+        return device_kind(self.kind).covers(self, space)
 
     def spaces_text(self) -> str:
-        return "any (measured)" if self.kind == "onnxruntime" else ", ".join(sorted(self.tables))
+        from hwnas.cost.source import device_kind
+
+        return device_kind(self.kind).spaces_text(self)
 
 
 def builtin_devices_dir() -> Path:
@@ -75,51 +109,35 @@ def device_dirs() -> list[Path]:
     return [*extra, builtin_devices_dir()]
 
 
-#: Keys a device file may hold, per kind, and the keys of a ``[latency.<space>]`` table.
-KEYS = {
-    "onnxruntime": ("name", "kind", "description", "provider", "threads", "batch", "warmup", "repeats"),
-    "table": ("name", "kind", "description", "batch", "latency"),
-}
-LATENCY_KEYS = ("table", "estimated", "source")
-#: Spaces with shipped benchmark latency tables (a table device can only cover these).
-BENCHMARK_SPACES = ("nb201",)
-#: Upper limits of the measurement settings: larger values are typos (or exhaust memory).
-LIMITS = {"batch": 4096, "threads": 1024, "warmup": 100_000, "repeats": 1_000_000}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
-def _get(data: dict[str, Any], key: str, typ: type | tuple[type, ...], path: Path, default: Any = None, where: str = "") -> Any:
+def _type_name(typ: type | tuple[type, ...]) -> str:
+    if isinstance(typ, tuple):
+        return " or ".join(t.__name__ for t in typ)
+    return typ.__name__
+
+
+def get_key(
+    data: dict[str, Any], key: str, typ: type | tuple[type, ...], path: Any, *, default: Any = None, where: str = "", example: str = ""
+) -> Any:
+    """``data[key]`` checked for type (a bool is never an int), or ``default``; UsageError naming
+    the file and the key when it is missing (and has no default) or has the wrong type."""
     if key not in data:
         if default is not None:
             return default
         inside = f" in [{where.rstrip('.')}]" if where else ""
         raise UsageError(f"device file {path} lacks key {key!r}{inside}; a minimal file reads: {_EXAMPLE!r}")
     value = data[key]
-    if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
+    types = typ if isinstance(typ, tuple) else (typ,)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         raise UsageError(
-            f"device file {path}: {where}{key} = {value!r} has the wrong type; expected {getattr(typ, '__name__', typ)}, "
-            f"e.g. {_EXAMPLE_VALUES.get(key, _EXAMPLE)}"
+            f"device file {path}: {where}{key} = {value!r} has the wrong type; expected {_type_name(typ)}, e.g. {example or _EXAMPLE}"
         )
     return value
 
 
-_EXAMPLE_VALUES = {
-    "name": 'name = "mydevice"',
-    "kind": 'kind = "onnxruntime"',
-    "description": 'description = "my board"',
-    "provider": 'provider = "CPUExecutionProvider"',
-    "threads": "threads = 1",
-    "batch": "batch = 1",
-    "warmup": "warmup = 20",
-    "repeats": "repeats = 100",
-    "latency": '[latency.nb201] table = "pixel3"',
-    "table": 'table = "pixel3"',
-    "estimated": "estimated = false",
-    "source": 'source = "where the numbers come from"',
-}
-
-
-def _refuse_unknown_keys(data: dict[str, Any], valid: tuple[str, ...], path: Path, where: str = "") -> None:
+def refuse_unknown_keys(data: dict[str, Any], valid: tuple[str, ...] | list[str], path: Any, where: str = "") -> None:
     for key in data:
         if key not in valid:
             raise UsageError(
@@ -127,15 +145,25 @@ def _refuse_unknown_keys(data: dict[str, Any], valid: tuple[str, ...], path: Pat
             )
 
 
+def check_range(path: Any, key: str, value: float, low: float | None, high: float | None) -> None:
+    if low is not None and value < low:
+        raise UsageError(f"device file {path}: {key} = {value} must be >= {low:g}")
+    if high is not None and value > high:
+        raise UsageError(f"device file {path}: {key} = {value} is too large (at most {high:g})")
+
+
 def load_device_file(path: Path) -> Device:
     """Read and check one device TOML file.
 
     Every key is checked: its type, its range, and that it is a key of the file's kind (a typo
-    such as ``thread = 4`` is refused, not ignored).
+    such as ``thread = 4`` is refused, not ignored). The kind, from the registry, says which keys
+    it takes.
 
     Raises:
         UsageError: a one-line message naming the file and the bad key.
     """
+    from hwnas.cost.source import device_kind, device_kinds
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -146,66 +174,30 @@ def load_device_file(path: Path) -> Device:
         raise UsageError(f"cannot read device file {path}: {exc.strerror}") from None
     except ValueError as exc:  # e.g. a NUL character in the path
         raise UsageError(f"cannot read device file {str(path)!r}: {exc}") from None
-    name = _get(data, "name", str, path)
+    name = get_key(data, "name", str, path, example='name = "mydevice"')
     if not _NAME.fullmatch(name):
         raise UsageError(
             f"device file {path}: name = {name!r} must be 1-64 letters, digits, '_', '.', '+' or '-' "
             '(it names run folders and tables), e.g. name = "my_board"'
         )
-    kind = _get(data, "kind", str, path)
-    if kind not in KINDS:
-        raise UsageError(f"device file {path}: kind = {kind!r} is not one of {list(KINDS)}{did_you_mean(kind, list(KINDS))}")
-    _refuse_unknown_keys(data, KEYS[kind], path)
-    description = _get(data, "description", str, path, default=name)
-    batch = _get(data, "batch", int, path, default=1)
-    _check_range(path, "batch", batch, 1)
-    if kind == "table":
-        latency = _get(data, "latency", dict, path)
-        if not latency:
-            raise UsageError(f'device file {path}: [latency] names no space; add e.g. [latency.nb201] with table = "pixel3"')
-        tables = {}
-        for space, ref in latency.items():
-            if not isinstance(ref, dict):
-                raise UsageError(
-                    f"device file {path}: [latency.{space}] must be a table with a 'table' key, e.g. {_EXAMPLE_VALUES['latency']}"
-                )
-            if space not in BENCHMARK_SPACES:
-                raise UsageError(
-                    f"device file {path}: [latency.{space}]: benchmark latency tables exist for {', '.join(BENCHMARK_SPACES)} only"
-                    f'{did_you_mean(space, list(BENCHMARK_SPACES))}; measure other spaces with kind = "onnxruntime"'
-                )
-            where = f"latency.{space}."
-            _refuse_unknown_keys(ref, LATENCY_KEYS, path, where)
-            tables[space] = TableRef(
-                table=_get(ref, "table", str, path, where=where),
-                estimated=_get(ref, "estimated", bool, path, default=False, where=where),
-                source=_get(ref, "source", str, path, default="", where=where),
-            )
-        return Device(name=name, kind=kind, description=description, batch=batch, tables=tables, path=str(path))
-    provider = _get(data, "provider", str, path)
-    threads = _get(data, "threads", int, path, default=1)
-    warmup = _get(data, "warmup", int, path, default=20)
-    repeats = _get(data, "repeats", int, path, default=100)
-    for key, value, low in (("threads", threads, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
-        _check_range(path, key, value, low)
-    return Device(
-        name=name,
-        kind=kind,
-        description=description,
-        batch=batch,
-        provider=provider,
-        threads=threads,
-        warmup=warmup,
-        repeats=repeats,
-        path=str(path),
-    )
-
-
-def _check_range(path: Path, key: str, value: int, low: int) -> None:
-    if value < low:
-        raise UsageError(f"device file {path}: {key} = {value} must be >= {low}")
-    if value > LIMITS[key]:
-        raise UsageError(f"device file {path}: {key} = {value} is too large (at most {LIMITS[key]})")
+    kind_name = get_key(data, "kind", str, path, example='kind = "onnxruntime"')
+    kinds = device_kinds()
+    if kind_name not in kinds:
+        raise UsageError(f"device file {path}: kind = {kind_name!r} is not one of {kinds}{did_you_mean(kind_name, kinds)}")
+    kind = device_kind(kind_name)
+    refuse_unknown_keys(data, [*COMMON_KEYS, *kind.keys], path)
+    description = get_key(data, "description", str, path, default=name, example='description = "my board"')
+    batch = get_key(data, "batch", int, path, default=1, example="batch = 1")
+    check_range(path, "batch", batch, 1, MAX_BATCH)
+    settings: dict[str, Any] = {}
+    for key, spec in kind.keys.items():
+        value = get_key(data, key, spec.type, path, default=spec.default, example=spec.example)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            check_range(path, key, value, spec.low, spec.high)
+        settings[key] = value
+    if kind.parse is not None:
+        settings = kind.parse(settings, path)
+    return Device(name=name, kind=kind_name, description=description, batch=batch, settings=settings, path=str(path))
 
 
 @cache

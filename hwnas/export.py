@@ -91,7 +91,7 @@ def export_verified(
     _check_writable(path)  # before the export's seconds of work, not after
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise UsageError(f"export seed must be a whole number from 0 to {2**32 - 1}, got {seed!r}; e.g. --seed 0")
-    if device is not None and device.kind == "onnxruntime":
+    if device is not None and device.measured:
         check_provider(device.provider)  # the re-measurement would fail only after the export's work
     shape: tuple[int, ...]
     if trained is None:
@@ -153,7 +153,7 @@ def export_verified(
 
     _atomic_write(path, data)
     measurement = None
-    if device is not None and device.kind == "onnxruntime":
+    if device is not None and device.measured:
         measurement = measure_onnx(str(path), shape, **device.measurement_settings())
     return ExportResult(
         path=str(path),

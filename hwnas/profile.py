@@ -2,8 +2,9 @@
 
 1. Measure every block the space can produce at its exact input shape (one ONNX Runtime
    session per block; warm-up, repeats, median and spread recorded).
-2. NB201: count the nodes of ORT's optimised graph for every cell (what makes its latency
-   non-additive; see :mod:`hwnas.cost.nb201_graph`).
+2. Measure what else the space's calibration features read (its block codec's structure
+   section; NB201: the nodes of ORT's optimised graph of every cell, see
+   :mod:`hwnas.spaces._nb201_graph`).
 3. Measure ``calibrate`` random networks end to end and fit the calibration model.
 4. With ``check`` > 0, measure that many *other* random networks and report how well the
    table predicts them (share within +-5 % / +-10 %, MAPE, Kendall tau); stored in the table.
@@ -24,10 +25,6 @@ from hwnas.spaces import Arch, SearchSpace
 from hwnas.stats import fit_relative_ridge, prediction_stats
 
 Log = Callable[[str], None]
-
-#: Default number of calibration networks per space (NB201's model has more features).
-DEFAULT_CALIBRATE = {"nb201": 100, "mbconv": 80}
-
 
 #: Each block and network is measured in this many interleaved rounds; the fastest round's median is kept.
 #: A disturbance on a shared machine only ever slows a run down, and rarely hits the same model twice.
@@ -111,23 +108,28 @@ def build_table(
     seed: int = 0,
     log: Log = lambda s: None,
 ) -> LatencyTable:
-    """Profile ``device`` for ``space`` and return the (unsaved) table."""
-    from hwnas.cost._onnx import OPSET
-    from hwnas.cost.lut_blocks import all_blocks, build_block
-    from hwnas.cost.lut_features import feature_names
+    """Profile ``device`` for ``space`` and return the (unsaved) table.
 
-    if device.kind != "onnxruntime":
+    Raises:
+        UsageError: for a table device, a space without latency-table blocks, options the space
+            cannot use (``resolutions``) or too few calibration networks.
+    """
+    from hwnas.cost._onnx import OPSET
+
+    if not device.measured:
         raise UsageError(
             f"device {device.name!r} is a table device (latencies come from its benchmark table); "
             "profile a measured device such as cpu or cuda"
         )
-    calibrate = DEFAULT_CALIBRATE.get(space.name, 40) if calibrate is None else calibrate
+    codec = space.lut_codec()
+    codec.check_profile_options(resolutions=resolutions)
+    calibrate = codec.default_calibrate if calibrate is None else calibrate
     if calibrate < 5:
         raise UsageError(f"--calibrate {calibrate}: at least 5 calibration networks are needed, e.g. --calibrate 40")
     t0 = time.perf_counter()
-    keys = all_blocks(space, resolutions)
+    keys = codec.all_blocks(resolutions)
     log(f"profiling {len(keys)} {space.name} blocks on {device.name} ({device.provider}, {device.threads} thread(s), batch {device.batch})")
-    blocks = [build_block(space, key) for key in keys]
+    blocks = [codec.build_block(key) for key in keys]
     models = [(_export(module, shape), shape) for module, shape in blocks]
     entries = dict(zip(keys, measure_models(models, device, log=log, what="blocks"), strict=True))
     data: dict[str, Any] = {
@@ -152,26 +154,18 @@ def build_table(
         "calibration": {"coef": [], "intercept": 0.0, "feature_names": []},
         "check": None,
     }
+    structure = codec.measure_structure(device.provider, log)
     structure_names: list[str] = []
-    if space.name == "nb201":
-        from hwnas.cost import nb201_graph
-
-        t1 = time.perf_counter()
-        feats = nb201_graph.all_cell_features(device.provider)
-        structure_names = nb201_graph.feature_names()
-        data["structure"] = {
-            "kind": "ORT-optimised node counts of 1 cell and of each further cell",
-            "names": structure_names,
-            "features": feats.tolist(),
-        }
-        log(f"  cell graph structure of 15,625 cells: {time.perf_counter() - t1:.0f} s")
+    if structure is not None:
+        data["structure"] = structure
+        structure_names = list(structure["names"])
     table = LatencyTable(data=data)
 
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     cal_archs = sample_archs(space, calibrate, rng, resolutions=resolutions, exclude=seen)
     check_archs = sample_archs(space, check, rng, resolutions=resolutions, exclude=seen) if check > 0 else []
-    reference = reference_arch(space, resolutions)
+    reference = codec.reference_arch(resolutions)
     # Calibration, check and reference networks are measured in the same interleaved rounds, so a
     # slow drift of the machine (about +-10 % over minutes here) moves them alike and cannot
     # masquerade as a prediction error (or hide one).
@@ -181,7 +175,7 @@ def build_table(
     y, y_check, y_ref = y_all[: len(cal_archs)], y_all[len(cal_archs) : -1], float(y_all[-1])
     x = np.array([table.features(space, a) for a in cal_archs])
     coef, intercept = fit_relative_ridge(x, y)
-    names = feature_names(space, structure_names)
+    names = codec.feature_names(structure_names)
     pred = x @ coef + intercept
     data["calibration"] = {
         "model": "linear in features, fitted on relative error with a small ridge penalty",
@@ -200,17 +194,6 @@ def build_table(
         data["check"] = _check_stats(table, space, check_archs, y_check, measure_s=measure_s, drift_pct=0.0)
         log(f"check on {len(check_archs)} held-out networks: {_fmt(data['check'])}")
     return table
-
-
-def reference_arch(space: SearchSpace, resolutions: Sequence[int] | None = None) -> Arch:
-    """A fixed mid-size network measured with every build and check, to see the machine drift."""
-    if space.name == "mbconv":
-        from hwnas.spaces.mbconv import mobilenet_v2_arch
-
-        return mobilenet_v2_arch(resolution=(resolutions or [224])[0])
-    if space.name == "nb201":
-        return space.from_index(6111)  # type: ignore[attr-defined,no-any-return]
-    return space.sample(np.random.default_rng(0))
 
 
 def _check_stats(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hwnas.errors import UsageError
-from hwnas.pareto import hypervolume_2d, is_non_dominated
+from hwnas.pareto import hypervolume_2d
 from hwnas.storage import JOURNAL_PREFIX, open_storage
 
 if TYPE_CHECKING:
@@ -25,6 +25,11 @@ def open_run_study(run: Path) -> tuple[dict[str, Any], optuna.Study]:
         cfg = json.loads(cfg_path.read_text())
     except (OSError, json.JSONDecodeError):
         raise UsageError(f"{cfg_path} is missing or unreadable; RUN must be a folder written by 'hwnas search'") from None
+    from hwnas.search.config import IDENTITY_VERSION
+    from hwnas.search.rundir import VERSION_KEY, older_hwnas
+
+    if not isinstance(cfg, dict) or cfg.get(VERSION_KEY) != IDENTITY_VERSION:
+        raise older_hwnas(f"run {run}", "rerun the search into a new --out to report it with this version")
     storage_url = str(cfg.get("storage", ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage_url.startswith(JOURNAL_PREFIX):
@@ -43,35 +48,37 @@ def open_run_study(run: Path) -> tuple[dict[str, Any], optuna.Study]:
 
 
 def run_summary(run: Path) -> dict[str, Any]:
-    """Trials in order with feasibility, the feasible front, and the hypervolume after each trial."""
-    import optuna
+    """Trials in order with feasibility, the feasible front, and the hypervolume after each trial,
+    on the run's two objectives (accuracy and its cost objective)."""
+    from hwnas.search.objectives import OBJECTIVE_NAMES
+    from hwnas.search.results import records
+    from hwnas.trials import front as pareto_front
 
     cfg, study = open_run_study(run)
-    trials = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
-    if not trials:
+    recs = records(study)
+    if not recs:
         raise UsageError(f"run {run} has no completed trial yet")
-    acc = np.array([t.values[0] for t in trials], dtype=float)
-    lat = np.array([t.values[1] for t in trials], dtype=float)
-    feasible = np.array([bool(t.constraints) and all(c <= 0 for c in t.constraints.values()) for t in trials])
-    reference = (0.0, float(cfg["latency_ms"]))  # accuracy 0 %, the latency budget
+    metric = OBJECTIVE_NAMES.get(str(cfg.get("objective", "latency")), "latency_ms")
+    acc = np.array([r.values[0] for r in recs], dtype=float)
+    cost = np.array([r.values[1] for r in recs], dtype=float)
+    feasible = np.array([r.feasible for r in recs])
+    limit = cfg.get(metric)  # config keys are the metrics' names: latency_ms, flops_m, memory_bytes, ...
+    reference = (0.0, float(limit) if limit is not None else float(cost.max()))
     hv = []
-    for k in range(1, len(trials) + 1):
+    for k in range(1, len(recs) + 1):
         f = feasible[:k]
-        hv.append(hypervolume_2d(np.c_[acc[:k][f], lat[:k][f]], reference, [True, False]) if f.any() else 0.0)
-    front_mask = np.zeros(len(trials), dtype=bool)
-    # A reused trial repeats an earlier network: one front point per network.
-    original = np.array(["reused_from_trial" not in t.user_attrs for t in trials])
-    if (feasible & original).any():
-        idx = np.flatnonzero(feasible & original)
-        front_mask[idx[is_non_dominated(np.c_[acc[idx], lat[idx]], [True, False])]] = True
+        hv.append(hypervolume_2d(np.c_[acc[:k][f], cost[:k][f]], reference, [True, False]) if f.any() else 0.0)
+    on_front = {r.number for r in pareto_front(recs, [True, False])}
     return {
         "run": str(run),
         "config": cfg,
-        "numbers": [t.number for t in trials],
+        "metric": metric,
+        "numbers": [r.number for r in recs],
         "accuracy": acc,
-        "latency_ms": lat,
+        "latency_ms": cost,
+        "cost": cost,
         "feasible": feasible,
-        "front": front_mask,
+        "front": np.array([r.number in on_front for r in recs]),
         "hypervolume": np.array(hv),
         "reference": reference,
     }
@@ -105,8 +112,10 @@ def draw(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     order = np.argsort(lat[front])
     ax.step(lat[front][order], acc[front][order], where="post", c="black", lw=1.2, label="feasible Pareto front")
     ax.scatter(lat[front], acc[front], s=22, c="black")
-    ax.axvline(cfg["latency_ms"], c="tab:red", ls="--", lw=1, label=f"budget {cfg['latency_ms']:g} ms")
-    ax.set_xlabel(f"latency on {cfg['device']} (ms)")
+    metric = summary["metric"]
+    if cfg.get(metric) is not None:
+        ax.axvline(summary["reference"][1], c="tab:red", ls="--", lw=1, label=f"budget {summary['reference'][1]:g}")
+    ax.set_xlabel(f"latency on {cfg['device']} (ms)" if metric == "latency_ms" else metric)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{cfg['space']} / {cfg['strategy']} / seed {cfg['seed']}: {len(acc)} trials")
     ax.legend(fontsize=8, loc="lower right")
@@ -117,7 +126,7 @@ def draw(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.plot(np.arange(1, len(acc) + 1), summary["hypervolume"], c="tab:green")
     ax.set_xlabel("trials")
     ax.set_ylabel("hypervolume of the feasible front (% x ms)")
-    ax.set_title(f"reference point: accuracy 0 %, latency {cfg['latency_ms']:g} ms")
+    ax.set_title(f"reference point: accuracy 0 %, {summary['metric']} {summary['reference'][1]:g}")
     fig.tight_layout()
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)

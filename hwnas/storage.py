@@ -23,6 +23,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from hwnas import _optuna, trials
 from hwnas.errors import UsageError
 
 if TYPE_CHECKING:
@@ -34,10 +35,9 @@ HEARTBEAT_S = 10
 GRACE_S = 60
 #: Seconds to wait for a database server before giving up (an unreachable host must not hang the CLI).
 CONNECT_TIMEOUT_S = 5
-#: Trial system attribute: the worker that runs the trial (see :func:`this_worker`).
-WORKER_ATTR = "hwnas:worker"
-#: Trial user attribute: why a trial failed.
-FAILED_BECAUSE = "failed_because"
+#: Trial system attribute: the worker that runs the trial (see :func:`this_worker`); why a trial failed.
+WORKER_ATTR = trials.WORKER
+FAILED_BECAUSE = trials.FAILED_BECAUSE
 
 
 def open_storage(url: str) -> Any:
@@ -213,18 +213,18 @@ def fail_stale_trials(study: optuna.Study, *, log: Callable[[str], None] = lambd
     """
     import optuna
 
-    storage: Any = study._storage
+    storage: Any = _optuna.storage_of(study)
     silent: set[int] = set()
     if has_heartbeat(storage):
         # The storage's own list (BaseHeartbeat's interface): Optuna's fail_stale_trials would
         # fail these too, but cannot say why; hwnas records the reason first.
-        silent = set(storage._get_stale_trial_ids(study._study_id))
+        silent = set(_optuna.stale_trial_ids(study))
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         record = t.system_attrs.get(WORKER_ATTR)
         if worker_gone(record):
             reason = f"its worker ({describe_worker(record)}) ended while running it (killed or crashed); its work is redone"
-        elif t._trial_id in silent:
+        elif _optuna.trial_id(t) in silent:
             grace = getattr(getattr(storage, "_backend", storage), "grace_period", GRACE_S)
             reason = f"no heartbeat from its worker ({describe_worker(record)}) for over {grace} s; its work is redone"
         elif record is None and _age_s(t) > GRACE_S:
@@ -234,8 +234,8 @@ def fail_stale_trials(study: optuna.Study, *, log: Callable[[str], None] = lambd
         else:
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, FAILED_BECAUSE, reason)
-            if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+            storage.set_trial_user_attr(_optuna.trial_id(t), FAILED_BECAUSE, reason)
+            if storage.set_trial_state_values(_optuna.trial_id(t), optuna.trial.TrialState.FAIL):
                 failed.append(t.number)
                 log(f"trial {t.number}: failed: {reason}")
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -254,4 +254,4 @@ def trial_is_judged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> boo
     """Whether a RUNNING trial will end or be failed without anyone here acting: its worker is a
     live process of this machine, or the storage has a heartbeat (a silent worker is failed)."""
     record = trial.system_attrs.get(WORKER_ATTR)
-    return has_heartbeat(study._storage) or (isinstance(record, dict) and record.get("machine") == _machine())
+    return has_heartbeat(_optuna.storage_of(study)) or (isinstance(record, dict) and record.get("machine") == _machine())

@@ -119,3 +119,46 @@ def parse_count_m(text: str, what: str = "count") -> float:
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"invalid {what} {text!r}: it must be positive and finite, e.g. 300M")
     return value
+
+
+_BYTES = re.compile(_NUMBER + r"(?P<unit>B|KB|KiB|MB|MiB|GB|GiB)")
+#: Memory units are binary (1 KB = 1024 bytes), as microcontroller datasheets count SRAM and flash
+#: ("320KB SRAM" is 327,680 bytes); KiB, MiB and GiB are accepted as the same.
+_TO_BYTES = {"B": 1, "KB": 1024, "KiB": 1024, "MB": 1024**2, "MiB": 1024**2, "GB": 1024**3, "GiB": 1024**3}
+_BYTES_EXAMPLE = "write a positive number with a unit B, KB, MB or GB (1 KB = 1024 bytes), e.g. 320KB, 2MB"
+
+
+def _bytes_hint(t: str) -> str:
+    if re.fullmatch(r"[+-]?[0-9.]+", t):
+        return " (a unit is required)"
+    if re.fullmatch(r"[0-9.]+\s+\w+", t):
+        return " (no space between number and unit)"
+    if re.fullmatch(r"[0-9.]+(kb|Kb|kB|mb|Mb|mB|gb|Gb|gB|b|k|K|m|M|g|G)", t):
+        return " (the units are B, KB, MB and GB, upper case)"
+    return _count_hint(t)
+
+
+def parse_bytes(text: str, what: str = "memory budget") -> int:
+    """Parse ``'320KB'``, ``'2MB'``, ``'512B'`` (binary units) into bytes.
+
+    Raises:
+        UsageError: naming the value and giving a valid example.
+    """
+    m = _BYTES.fullmatch(text.strip()) if isinstance(text, str) else None
+    if m is None:
+        hint = _bytes_hint(text.strip()) if isinstance(text, str) else f" (a {type(text).__name__}, not text)"
+        raise UsageError(f"invalid {what} {text!r}{hint}; {_BYTES_EXAMPLE}")
+    value = float(m["num"]) * _TO_BYTES[m["unit"]]
+    if not math.isfinite(value) or value < 1:
+        raise UsageError(f"invalid {what} {text!r}: it must be at least 1 byte, e.g. 320KB")
+    if value > 2**50:
+        raise UsageError(f"invalid {what} {text!r}: it is larger than any network hwnas builds (at most 1024TB), e.g. 2MB")
+    return math.floor(value)
+
+
+def format_bytes(value: float) -> str:
+    """``327680`` -> ``'320KB'``, ``1536000`` -> ``'1.465MB'`` (binary units, 4 significant digits)."""
+    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if abs(value) >= size:
+            return f"{value / size:.4g}{unit}"
+    return f"{value:.4g}B"

@@ -15,8 +15,8 @@ from hwnas.cli import main
 BAD_INPUTS = [
     (["search", "--space", "nb20"], "did you mean 'nb201'"),
     (["search", "--device", "pixel33"], "did you mean 'pixel3'"),
-    (["search", "--strategy", "evolutoin"], "unknown strategy"),
-    (["search", "--evaluator", "nope"], "unknown evaluator"),
+    (["search", "--strategy", "evolutoin"], "did you mean 'evolution'"),
+    (["search", "--evaluator", "nope"], "invalid choice: 'nope'"),
     (["search", "--latency", "20"], "a unit is required"),
     (["search", "--latency", "-5ms"], "20ms"),
     (["search", "--latency", "0ms"], "positive"),

@@ -208,7 +208,7 @@ def test_estimated_table_source(nb201, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["pixel3", "eyeriss", "raspi4"])
 def test_lower_bound_is_the_table_minimum(nb201, name: str) -> None:
-    lat, arch = latency_model_for(get_device(name), nb201).lower_bound()
+    lat, arch = latency_model_for(get_device(name), nb201).lower_bound_latency()
     values = nb201_latency(name)
     assert lat.ms == float(values.min())
     assert float(values[nb201.index(arch)]) == lat.ms

@@ -25,6 +25,7 @@ import pytest
 from hwnas.errors import UsageError
 from hwnas.spaces import get_space
 from hwnas.storage import FAILED_BECAUSE, WORKER_ATTR, open_storage
+from hwnas.trials import TrialRecord
 
 POSTGRES_URL = os.environ.get("HWNAS_TEST_POSTGRES_URL", "")
 State = optuna.trial.TrialState
@@ -66,8 +67,9 @@ def _audit(study: optuna.Study, budget: int, workers: int) -> dict[str, int]:
     space = get_space("nb201")
     evaluated = defaultdict(list)
     for t in counted:
-        if "reused_from_trial" not in t.user_attrs:
-            evaluated[space.key(space.from_string(t.user_attrs["arch"]))].append(t)
+        rec = TrialRecord.of(t)
+        if not rec.reused:
+            evaluated[space.key(space.from_string(rec.arch))].append(t)
     duplicated = 0
     for same in evaluated.values():
         for i, b in enumerate(same[1:], 1):

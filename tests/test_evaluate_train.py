@@ -338,6 +338,9 @@ def test_cli_darts_keeps_its_defaults(monkeypatch: pytest.MonkeyPatch, capsys: p
 
     class Fake:
         def __init__(self, config: Any, **kw: Any) -> None:
+            from hwnas.search import resolve
+
+            resolve(config)  # the library fills the defaults, as Search does
             seen.append(config)
 
         def run(self) -> dict[str, Any]:

@@ -264,10 +264,10 @@ CORPUS = LATENCY + COUNTS + NAMES + DEVICE_FILES + TABLES + CONFLICTS + PATHS + 
 def _valid_table() -> dict[str, Any]:
     """A schema-valid nb201 lookup table of this machine and runtime (made up numbers, real metadata)."""
     from hwnas.benchdata import NB201_N
-    from hwnas.cost import nb201_graph
     from hwnas.cost.lut import SCHEMA, SCHEMA_VERSION, fingerprint, runtime_versions
     from hwnas.cost.lut_blocks import all_blocks
     from hwnas.cost.lut_features import feature_names
+    from hwnas.spaces import _nb201_graph as nb201_graph
     from hwnas.spaces import get_space
 
     space = get_space("nb201")
@@ -614,9 +614,9 @@ def test_export_failure_after_a_search_keeps_the_study_and_report(
 def test_interrupted_search_keeps_its_trials_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import hwnas.cost.flops
+    from hwnas.search.pipeline import TrialPipeline
 
-    real = hwnas.cost.flops.compute_cost
+    real = TrialPipeline.charge
     calls = {"n": 0}
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
@@ -625,7 +625,7 @@ def test_interrupted_search_keeps_its_trials_and_resumes(
             raise KeyboardInterrupt  # Ctrl-C during the second trial
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(hwnas.cost.flops, "compute_cost", interrupted)
+    monkeypatch.setattr(TrialPipeline, "charge", interrupted)
     run = tmp_path / "run"
     argv = ["search", "--device", "pixel3", "--latency", "20ms", "--trials", "3", "--strategy", "random", "-q", "--no-export"]
     argv += ["--out", str(run)]

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwnas.cost import nb201_graph
 from hwnas.cost.latency import LookupTableLatency, MeasuredLatency, latency_model_for
 from hwnas.cost.lut import LatencyTable
 from hwnas.cost.lut_blocks import all_blocks, blocks_of, build_block
 from hwnas.device import load_device_file
 from hwnas.errors import HwnasError, UsageError
 from hwnas.profile import build_table
+from hwnas.spaces import _nb201_graph as nb201_graph
 from hwnas.spaces import get_space
 from hwnas.stats import fit_relative_ridge, kendall_tau, prediction_stats
 

@@ -292,6 +292,7 @@ def test_evaluator_scores_and_exports_the_inherited_network(tiny_data: str, tmp_
 @pytest.mark.slow
 def test_search_with_the_supernet_evaluator_records_its_settings(tiny_data: str, tmp_path: Path) -> None:
     from hwnas.search import Search, SearchConfig
+    from hwnas.trials import TrialRecord
 
     quick_cpu = tmp_path / "quick-cpu.toml"  # a few timed runs are enough here
     quick_cpu.write_text(
@@ -318,5 +319,5 @@ def test_search_with_the_supernet_evaluator_records_its_settings(tiny_data: str,
 
     study = optuna.load_study(study_name=config.study, storage=open_storage(config.storage))
     assert study.user_attrs["supernet"]["epochs"] == 1 and study.user_attrs["supernet"]["data"] == tiny_data
-    assert all(t.user_attrs["supernet_epochs"] == 1 for t in study.get_trials() if t.state.name == "COMPLETE")
+    assert all(TrialRecord.of(t).attrs["supernet_epochs"] == 1 for t in study.get_trials() if t.state.name == "COMPLETE")
     assert json.loads((tmp_path / "run" / "report.json").read_text())["evaluator"]["evaluator"] == "supernet"

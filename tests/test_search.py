@@ -13,6 +13,7 @@ from hwnas.benchdata import nb201_latency, nb201_table
 from hwnas.errors import InfeasibleError, UsageError
 from hwnas.pareto import is_non_dominated
 from hwnas.search import Search, SearchConfig
+from hwnas.trials import TrialRecord
 
 
 def _config(tmp: Path, **kw: object) -> SearchConfig:
@@ -77,7 +78,7 @@ def test_front_is_feasible_and_non_dominated(pixel3_run: tuple[Search, dict]) ->
     # Every feasible trial of the study is dominated by, or on, the front.
     for rec in search.records(search._study()):
         if rec.feasible:
-            assert any(a >= rec.accuracy and lat <= rec.latency_ms for a, lat in vals)
+            assert any(a >= rec.accuracy and lat <= rec.cost("latency_ms") for a, lat in vals)
     assert report["best"]["arch"] in {r["arch"] for r in rows}
 
 
@@ -95,13 +96,14 @@ def test_run_folder_holds_config_report_and_study(pixel3_run: tuple[Search, dict
 def test_trial_records_say_where_each_number_came_from(pixel3_run: tuple[Search, dict]) -> None:
     search, _ = pixel3_run
     for t in search._study().get_trials():
-        attrs = t.user_attrs
-        assert attrs["latency_source"] == "table"
-        assert attrs["flops_source"] == "fvcore"
-        assert attrs["accuracy_source"]
+        rec = TrialRecord.of(t)
+        assert rec.source("latency_ms") == "table"
+        assert rec.source("flops_m") == rec.source("params_m") == "closed form"
+        assert rec.attrs["accuracy_source"]
         if t.values[1] > 5.0:
-            assert attrs["accuracy_source"].startswith("not evaluated")
-            assert "accuracy" not in attrs
+            assert rec.attrs["accuracy_source"].startswith("not evaluated")
+            assert rec.attrs["over_budget"] == ["latency"]
+            assert "accuracy" not in rec.attrs
 
 
 def test_resume_counts_done_trials_and_keeps_them(tmp_path: Path) -> None:
@@ -195,9 +197,10 @@ def test_flops_and_params_budgets_are_constraints(tmp_path: Path) -> None:
     report = search.run()
     assert report["flops_m"] <= 60.0 and report["params_m"] <= 0.5
     for t in search._study().get_trials():
+        rec = TrialRecord.of(t)
         assert set(t.constraints) == {"latency_ms", "flops_m", "params_m"}
-        over = t.user_attrs["flops_m"] > 60.0 or t.user_attrs["params_m"] > 0.5
-        assert over == t.user_attrs["accuracy_source"].startswith("not evaluated")
+        over = rec.costs["flops_m"] > 60.0 or rec.costs["params_m"] > 0.5
+        assert over == rec.attrs["accuracy_source"].startswith("not evaluated")
     assert report["trials"]["infeasible"] > 0
 
 
@@ -211,8 +214,9 @@ def test_several_devices_each_with_a_budget(tmp_path: Path) -> None:
     assert report["best"]["latency_ms_also"]["raspi4"] == nb201_latency("raspi4")[index]
     for t in search._study().get_trials():
         assert "latency_ms@raspi4" in t.constraints
-        both = t.user_attrs["latency_ms"] <= 5.0 and t.user_attrs["latency_ms@raspi4"] <= 12.0
-        assert both == (not t.user_attrs["accuracy_source"].startswith("not evaluated"))
+        rec = TrialRecord.of(t)
+        both = rec.costs["latency_ms"] <= 5.0 and rec.costs["latency_ms@raspi4"] <= 12.0
+        assert both == (not rec.attrs["accuracy_source"].startswith("not evaluated"))
     # An unreachable budget on the second device ends at once, naming that device.
     with pytest.raises(InfeasibleError, match="raspi4"):
         Search(_config(tmp_path / "x", also_devices=["raspi4"], also_latency_ms=[0.001])).run()

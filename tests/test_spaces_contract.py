@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.errors import UsageError
-from hwnas.spaces import SPACES, Arch, SearchSpace
+from hwnas.errors import HwnasError, UsageError
+from hwnas.spaces import OPTIONAL_HOOKS, SPACES, Arch, Benchmark, BlockCodec, SearchSpace
 
 SEEDS = range(20)
 
@@ -169,8 +169,8 @@ class TestSearchSpaceContract:
         # A mutation with one change is always among the neighbours.
         rng = np.random.default_rng(1)
         arch = space.sample(rng)
-        keys = {space.key(n) for n in space.neighbours(arch)}
-        assert all(space.key(space.mutate(arch, rng)) in keys for _ in range(10))
+        near_keys = {space.key(n) for n in space.neighbours(arch)}
+        assert all(space.key(space.mutate(arch, rng)) in near_keys for _ in range(10))
 
     # -- encoding and keys --------------------------------------------------
     def test_encode_is_one_hot(self, space: SearchSpace) -> None:
@@ -225,3 +225,236 @@ class TestSearchSpaceContract:
         arch = space.sample(np.random.default_rng(0))
         with pytest.raises(UsageError):
             space.build({**arch, "not_a_dimension": 1})
+
+
+# -- optional hooks: each space either offers a working one or refuses it in one line --------------
+def _refused(call: Any, *args: Any, **kwargs: Any) -> str | None:
+    """The message of the one-line UsageError ``call`` refuses with, or None if it returned."""
+    try:
+        call(*args, **kwargs)
+    except UsageError as exc:
+        message = str(exc)
+        assert message and "\n" not in message, f"a refusal is one line: {message!r}"
+        return message
+    return None
+
+
+class _FakeTable:
+    """A latency table without measured sections: every block takes 0.01 ms."""
+
+    def __init__(self, codec: BlockCodec) -> None:
+        self.codec = codec
+        self.data: dict[str, Any] = {}
+        self.path = "fake.json"
+
+    def block_sum(self, space: SearchSpace, arch: Arch) -> float:
+        return 0.01 * len(self.codec.blocks(arch))
+
+
+def _codec(space: SearchSpace) -> BlockCodec:
+    message = _refused(space.lut_codec)
+    if message is not None:
+        assert not space.offers("lut_codec")
+        assert "has no latency-table blocks" in message and "--latency-source measure" in message
+        pytest.skip(f"space {space.name} has no latency-table blocks")
+    assert space.offers("lut_codec")
+    codec = space.lut_codec()
+    assert isinstance(codec, BlockCodec) and codec.space is space
+    return codec
+
+
+def _cheap_resolutions(codec: BlockCodec) -> list[int] | None:
+    return [min(codec.resolutions)] if codec.resolutions else None
+
+
+class TestOptionalHooksContract:
+    def test_offers_names_only_optional_hooks(self, space: SearchSpace) -> None:
+        assert all(isinstance(space.offers(h), bool) for h in OPTIONAL_HOOKS)
+        with pytest.raises(ValueError, match="hook must be one of"):
+            space.offers("build")
+
+    # -- the latency-table block codec ------------------------------------------------
+    def test_lut_blocks_cover_every_arch(self, space: SearchSpace) -> None:
+        codec = _codec(space)
+        keys = codec.all_blocks(_cheap_resolutions(codec))
+        assert keys and len(set(keys)) == len(keys) and all(isinstance(k, str) and k for k in keys)
+        archs = [_cheap(space, a) for a in _samples(space, 10)]
+        if not codec.resolutions:
+            archs.append(space.smallest())
+        for arch in archs:
+            blocks = codec.blocks(arch)
+            assert blocks and set(blocks) <= set(keys), sorted(set(blocks) - set(keys))
+        if codec.resolutions:
+            assert set(codec.all_blocks(_cheap_resolutions(codec))) <= set(codec.all_blocks())
+        with pytest.raises(UsageError):
+            codec.blocks({"not_a_dimension": 1})
+
+    def test_lut_blocks_build_at_their_input_shape(self, space: SearchSpace) -> None:
+        codec = _codec(space)
+        keys = codec.blocks(_cheap(space, space.smallest()))
+        for key in dict.fromkeys([keys[0], keys[1], keys[-1]]):
+            module, shape = codec.build_block(key)
+            assert isinstance(module, torch.nn.Module)
+            assert len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)
+            module.eval()
+            with torch.no_grad():
+                out = module(torch.randn(1, *shape))
+            assert torch.isfinite(out).all()
+        assert _refused(codec.build_block, "not-a-block-key") is not None
+
+    def test_lut_features_match_their_names(self, space: SearchSpace) -> None:
+        codec = _codec(space)
+        names = codec.feature_names()
+        assert names[0] == "block_sum_ms" and len(set(names)) == len(names)
+        assert codec.feature_names(["extra.a", "extra.b"])[-2:] == ["extra.a", "extra.b"]
+        arch = _cheap(space, space.sample(np.random.default_rng(0)))
+        table = _FakeTable(codec)
+        try:
+            x = codec.features(table, arch)
+        except HwnasError as exc:
+            # The features read a section the profile measures besides the blocks.
+            assert "\n" not in str(exc) and "hwnas profile" in str(exc)
+            assert type(codec).measure_structure is not BlockCodec.measure_structure
+            with pytest.raises(ValueError, match="structure"):
+                codec.check_structure({}, ValueError)
+            return
+        assert x.shape == (len(names),) and np.isfinite(x).all()
+        assert x[0] == pytest.approx(table.block_sum(space, arch))
+        assert codec.check_structure({}, ValueError) == []
+
+    def test_lut_profile_settings(self, space: SearchSpace) -> None:
+        codec = _codec(space)
+        assert isinstance(codec.default_calibrate, int) and codec.default_calibrate >= 5
+        reference = codec.reference_arch(_cheap_resolutions(codec))
+        assert space.validate(reference) == reference
+        codec.check_profile_options(resolutions=None)
+        codec.check_profile_options(resolutions=[])
+        if codec.resolutions:
+            codec.check_profile_options(resolutions=list(codec.resolutions))
+            message = _refused(codec.check_profile_options, resolutions=[max(codec.resolutions) + 1])
+            assert message is not None and str(max(codec.resolutions) + 1) in message
+        else:
+            message = _refused(codec.check_profile_options, resolutions=[224])
+            assert message == f"--resolution applies to the mbconv space only, not {space.name!r}"
+        assert all(isinstance(codec.profile_hint(k), str) for k in codec.blocks(_cheap(space, space.smallest())))
+
+    # -- networks for other data ---------------------------------------------------------
+    def test_for_data(self, space: SearchSpace) -> None:
+        arch = _cheap(space, space.smallest())
+        own = space.input_shape(arch)[0], space.num_classes  # type: ignore[attr-defined]
+        assert space.for_data(in_channels=own[0], num_classes=own[1]) is space
+        message = _refused(space.for_data, in_channels=1, num_classes=3)
+        if message is not None:
+            return
+        other = space.for_data(in_channels=1, num_classes=3)
+        assert other.name == space.name and other.dimensions() == space.dimensions()
+        shape = other.input_shape(arch)
+        assert shape[0] == 1
+        model = other.build(arch).eval()
+        with torch.no_grad():
+            out = model(torch.randn(2, *shape))
+        assert out.shape == (2, 3)
+
+    # -- supernets -------------------------------------------------------------------------
+    def test_supernet(self, space: SearchSpace) -> None:
+        from hwnas.darts.run import make_supernet
+        from hwnas.darts.supernet import Supernet
+
+        message = _refused(make_supernet, space, num_classes=3, in_channels=1)
+        if message is not None:
+            assert not space.offers("supernet")
+            assert message.startswith(f"no supernet for space {space.name!r}")
+            return
+        assert space.offers("supernet")
+        net = make_supernet(space, num_classes=3, in_channels=1)
+        assert isinstance(net, Supernet)
+        decisions = net.decisions()
+        assert decisions
+        arch = net.derive([0] * len(decisions))
+        assert space.validate(arch) == arch
+
+    def test_elastic_supernet(self, space: SearchSpace) -> None:
+        message = _refused(space.elastic_supernet)
+        if message is not None:
+            assert not space.offers("elastic_supernet")
+            assert "has no elastic supernet" in message
+            return
+        assert space.offers("elastic_supernet")
+        net = space.for_data(in_channels=1, num_classes=3).elastic_supernet()
+        assert isinstance(net, torch.nn.Module) and sum(p.numel() for p in net.parameters()) > 0
+
+    # -- benchmarks --------------------------------------------------------------------------
+    def test_benchmark(self, space: SearchSpace) -> None:
+        bench = space.benchmark()
+        if bench is None:
+            return
+        assert isinstance(bench, Benchmark)
+        for attr in ("name", "dataset", "signal", "test_metric", "index_key"):
+            assert isinstance(getattr(bench, attr), str) and getattr(bench, attr), attr
+        assert isinstance(bench.epochs, int) and bench.epochs > 0
+        for arch in _samples(space, 5):
+            acc = bench.accuracy(arch)
+            assert acc.index == bench.index(arch) and isinstance(acc.index, int)
+            assert 0.0 <= acc.value <= 100.0 and 0.0 <= acc.test_value <= 100.0
+
+    def test_with_dataset(self, space: SearchSpace) -> None:
+        assert isinstance(space.benchmark_datasets, tuple)
+        if not space.benchmark_datasets:
+            assert not space.offers("with_dataset")
+            message = _refused(space.with_dataset, "cifar10")
+            assert message is not None and "drop --dataset" in message
+            return
+        assert space.offers("with_dataset") and space.benchmark() is not None
+        for name in space.benchmark_datasets:
+            other = space.with_dataset(name)
+            assert other.name == space.name and other.dimensions() == space.dimensions()
+            bench = other.benchmark()
+            assert bench is not None and bench.dataset == name
+        assert _refused(space.with_dataset, "not-a-dataset") is not None
+
+
+class _BareSpace(SearchSpace):
+    """The least a space implements: every optional hook keeps its refusing default."""
+
+    name = "bare"
+    description = "a test space with one dimension and no optional hooks"
+    num_classes = 2
+
+    def dimensions(self) -> list[Any]:
+        from hwnas.spaces import Dimension
+
+        return [Dimension("hidden", (2, 4))]
+
+    def to_string(self, arch: Arch) -> str:
+        return f"h{self.validate(arch)['hidden']}"
+
+    def from_string(self, text: str) -> Arch:
+        if not text.startswith("h") or not text[1:].isdigit():
+            raise UsageError(f"bad bare architecture {text!r}; expected e.g. 'h2'")
+        return {"hidden": int(text[1:])}
+
+    def smallest(self) -> Arch:
+        return {"hidden": 2}
+
+    def input_shape(self, arch: Arch) -> tuple[int, int, int]:
+        return (1, 2, 2)
+
+    def build(self, arch: Arch) -> torch.nn.Module:
+        h = self.validate(arch)["hidden"]
+        return torch.nn.Sequential(torch.nn.Flatten(1), torch.nn.Linear(4, h), torch.nn.Linear(h, self.num_classes))
+
+
+def test_a_bare_space_refuses_every_optional_hook_in_one_line() -> None:
+    space = _BareSpace()
+    assert not any(space.offers(h) for h in OPTIONAL_HOOKS)
+    assert space.benchmark() is None and space.benchmark_datasets == ()
+    assert _refused(space.lut_codec) == "space 'bare' has no latency-table blocks; use --latency-source measure"
+    assert _refused(space.with_dataset, "cifar10") == "the bare space has no benchmark datasets; drop --dataset"
+    message = _refused(space.supernet, num_classes=2, in_channels=1)
+    assert message is not None and message.startswith("no supernet for space 'bare'; differentiable search supports ")
+    assert all(name in message for name in SPACES.names() if SPACES.get(name).offers("supernet"))
+    message = _refused(space.elastic_supernet)
+    assert message is not None and "space 'bare' has no elastic supernet" in message
+    assert space.for_data(in_channels=1, num_classes=2) is space
+    message = _refused(space.for_data, in_channels=3, num_classes=10)
+    assert message is not None and "1 channel(s) and 2 classes only, not 3 channel(s) and 10 classes" in message

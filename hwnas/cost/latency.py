@@ -1,19 +1,24 @@
-"""Latency models: where a candidate's latency comes from, with the source recorded.
+"""Latency sources: where a candidate's latency comes from, with the source recorded.
 
-* :class:`MeasuredLatency` exports the candidate and times it in ONNX Runtime (``measured``).
-* :class:`BenchmarkTableLatency` looks it up in a shipped benchmark table (``table``).
+Each is a :class:`~hwnas.cost.source.CostSource` of one metric, ``latency_ms`` on its device:
+
+* :class:`MeasuredLatency` exports the candidate and times it in ONNX Runtime (``measured``; not cheap).
+* :class:`BenchmarkTableLatency` looks it up in a shipped benchmark table (``table``; cheap).
 * :class:`LookupTableLatency` predicts it from a latency lookup table built by
-  ``hwnas profile`` for this device (``lookup table``).
+  ``hwnas profile`` for this device (``lookup table``; cheap).
+
+The device kinds of :mod:`hwnas.cost.kinds` pick among them.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hwnas.cost.source import Cost, CostSource, Metric, ModelGetter
 from hwnas.device import Device
 from hwnas.errors import UsageError
 from hwnas.spaces import Arch, SearchSpace
@@ -31,8 +36,12 @@ class Latency:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class LatencyModel(ABC):
-    """Gives the latency of an architecture of one space on one device."""
+#: The metric every latency source gives.
+LATENCY_METRIC = "latency_ms"
+
+
+class LatencyModel(CostSource):
+    """Gives the latency of an architecture of one space on one device (metric ``latency_ms``)."""
 
     #: Where its numbers come from: measured | table | lookup table.
     kind = ""
@@ -46,8 +55,21 @@ class LatencyModel(ABC):
         """Latency of ``arch``; ``model`` is its built module when the caller has one already."""
 
     @abstractmethod
-    def lower_bound(self) -> tuple[Latency, Arch]:
+    def lower_bound_latency(self) -> tuple[Latency, Arch]:
         """The least latency the space can reach on this device (exact or a probe), and its arch."""
+
+    # -- the CostSource interface ---------------------------------------------
+    def metrics(self) -> tuple[Metric, ...]:
+        return (Metric(LATENCY_METRIC, "ms", f"latency on {self.device.name}"),)
+
+    def costs(self, arch: Arch, model: ModelGetter | None = None) -> dict[str, Cost]:
+        built = model() if (model is not None and not self.cheap) else None
+        lat = self.latency(arch, built)
+        return {LATENCY_METRIC: Cost(lat.ms, lat.source, lat.details)}
+
+    def lower_bound(self, metric: str = LATENCY_METRIC) -> tuple[Cost, Arch] | None:
+        lat, arch = self.lower_bound_latency()
+        return Cost(lat.ms, lat.source, lat.details), arch
 
     def describe(self) -> dict[str, Any]:
         return {"device": self.device.name, "source": self.kind}
@@ -57,6 +79,7 @@ class MeasuredLatency(LatencyModel):
     """Export to ONNX (fast TorchScript exporter) and time it with the device's ONNX Runtime provider."""
 
     kind = "measured"
+    cheap = False
 
     def latency(self, arch: Arch, model: torch.nn.Module | None = None) -> Latency:
         from hwnas.cost._onnx import to_onnx_bytes
@@ -69,7 +92,7 @@ class MeasuredLatency(LatencyModel):
         m = measure_onnx(onnx_bytes, shape, **self.device.measurement_settings())
         return Latency(ms=m.median_ms, source="measured", details=m.as_dict())
 
-    def lower_bound(self) -> tuple[Latency, Arch]:
+    def lower_bound_latency(self) -> tuple[Latency, Arch]:
         arch = self.space.smallest()
         return self.latency(arch), arch
 
@@ -102,6 +125,10 @@ class BenchmarkTableLatency(LatencyModel):
             )
         from hwnas.benchdata import nb201_latency
 
+        bench = space.benchmark()
+        if bench is None:
+            raise UsageError(f"space {space.name!r} has no benchmark to index device {device.name!r}'s latency table by")
+        self.bench = bench
         self.ref = ref
         self.values = nb201_latency(ref.table)
 
@@ -109,16 +136,16 @@ class BenchmarkTableLatency(LatencyModel):
         return "table (estimated)" if self.ref.estimated else "table"
 
     def latency(self, arch: Arch, model: torch.nn.Module | None = None) -> Latency:
-        index = self.space.index(arch)  # type: ignore[attr-defined]
+        index = self.bench.index(arch)
         return Latency(
             ms=float(self.values[index]),
             source=self._source(),
             details={"table": self.ref.table, "index": index, "reference": self.ref.source},
         )
 
-    def lower_bound(self) -> tuple[Latency, Arch]:
+    def lower_bound_latency(self) -> tuple[Latency, Arch]:
         i = int(np.argmin(self.values))
-        arch = self.space.from_index(i)  # type: ignore[attr-defined]
+        arch = self.bench.arch(i)
         return self.latency(arch), arch
 
     def describe(self) -> dict[str, Any]:
@@ -154,9 +181,13 @@ class LookupTableLatency(LatencyModel):
     def latency(self, arch: Arch, model: torch.nn.Module | None = None) -> Latency:
         return Latency(ms=self.table.predict_ms(self.space, arch), source="lookup table", details={"table": self.table.path})
 
-    def lower_bound(self) -> tuple[Latency, Arch]:
+    def lower_bound_latency(self) -> tuple[Latency, Arch]:
         arch = self.space.smallest()
         return self.latency(arch), arch
+
+    def warnings(self) -> list[str]:
+        warning = self.quality_warning()
+        return [warning] if warning else []
 
     def quality_warning(self) -> str | None:
         """A one-line warning when the table was never checked or checks poorly, else None."""
@@ -196,44 +227,21 @@ def latency_model_for(
     allow_foreign: bool = False,
     log: Any = None,
 ) -> LatencyModel:
-    """The latency model for ``device`` and ``space``.
-
-    ``auto``: a table device's benchmark table; else this device's lookup table when one was
-    built on this machine and runtime; else live measurement. ``lut``, ``measure`` and
-    ``table`` force one source and fail with a clear message where it cannot serve.
+    """The latency source for ``device`` and ``space``, picked by the device's kind (see
+    :mod:`hwnas.cost.kinds`): ``auto`` takes a table device's benchmark table, else this device's
+    lookup table when one was built on this machine and runtime, else live measurement; ``lut``,
+    ``measure`` and ``table`` force one source and fail with a clear message where it cannot serve.
     """
-    from hwnas.cost.lut import LatencyTable, find_table
+    from hwnas.cost.source import LatencyRequest, latency_source
 
     if source not in LATENCY_SOURCES:
         raise UsageError(f"unknown latency source {source!r}; valid: {', '.join(LATENCY_SOURCES)}")
-    if device.kind == "table":
-        if source in ("auto", "table"):
-            return BenchmarkTableLatency(device, space)
-        raise UsageError(
-            f"device {device.name!r} cannot be measured here; its latency comes from its benchmark table (--latency-source table or auto)"
-        )
-    if source == "table":
-        raise UsageError(f"device {device.name!r} has no benchmark table; use --latency-source lut, measure or auto")
-    if source == "measure":
-        return MeasuredLatency(device, space)
-    path = table_path or find_table(device.name, space.name)
-    if path is None:
-        if source == "lut":
-            raise UsageError(
-                f"no latency table for {device.name}/{space.name} (looked for {device.name}-{space.name}.json in ./latency_tables); "
-                f"build it with 'hwnas profile --device {device.name} --space {space.name}'"
-            )
-        return MeasuredLatency(device, space)
-    table = LatencyTable.load(path)
-    if source == "auto" and table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch):
-        why = table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch)[0]
-        if log:
-            log(f"note: not using latency table {path} ({why}); measuring live instead")
-        return MeasuredLatency(device, space)
-    return LookupTableLatency(device, space, table, allow_foreign=allow_foreign)
+    got = latency_source(device, space, LatencyRequest(source=source, table=table_path, allow_foreign=allow_foreign, log=log))
+    return got  # type: ignore[return-value]
 
 
 __all__ = [
+    "LATENCY_METRIC",
     "LATENCY_SOURCES",
     "BenchmarkTableLatency",
     "Latency",

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import re
 import subprocess
 from dataclasses import dataclass
 from functools import cache
@@ -185,34 +184,26 @@ class LatencyTable:
 
     # -- prediction -------------------------------------------------------------------
     def block_sum(self, space: SearchSpace, arch: Arch) -> float:
-        from hwnas.cost.lut_blocks import blocks_of
-
+        codec = space.lut_codec()
         entries = self.entries
         total = 0.0
-        for key in blocks_of(space, arch):
+        for key in codec.blocks(arch):
             entry = entries.get(key)
             if entry is None:
                 raise HwnasError(
                     f"latency table {self.path or '(unsaved)'} has no entry {key!r}; fill it with "
-                    f"'hwnas profile --device {self.device} --space {space.name}{_resolution_hint(key)}'"
+                    f"'hwnas profile --device {self.device} --space {space.name}{codec.profile_hint(key)}'"
                 )
             total += entry["median_ms"]
         return total
 
     def features(self, space: SearchSpace, arch: Arch) -> np.ndarray:
-        from hwnas.cost.lut_features import features
-
-        return features(self, space, arch)
+        return space.lut_codec().features(self, arch)
 
     def predict_ms(self, space: SearchSpace, arch: Arch) -> float:
         cal = self.data["calibration"]
         x = self.features(space, arch)
         return float(np.dot(np.asarray(cal["coef"]), x) + cal["intercept"])
-
-
-def _resolution_hint(key: str) -> str:
-    m = re.search(r":h(\d+)$", key) if key.startswith("mb:stem") else None
-    return f" --resolution {m[1]}" if m else ""
 
 
 _REQUIRED = {
@@ -271,10 +262,11 @@ def _check_schema(data: Any, path: Path) -> None:
         isinstance(m, dict) and isinstance(m.get("arch"), str) for m in cal.get("measured", [])
     ):
         raise bad("calibration.measured is not a list of {arch, median_ms}")
-    structure = _check_structure(data, bad)
-    from hwnas.cost.lut_features import feature_names
-
-    want = feature_names(SPACES.get(data["space"]), structure)
+    try:
+        codec = SPACES.get(data["space"]).lut_codec()
+    except UsageError:
+        raise bad(f"space {data['space']!r} has no latency-table blocks") from None
+    want = codec.feature_names(codec.check_structure(data, bad))
     if cal["feature_names"] != want:
         raise bad(f"calibration.feature_names {_short(cal['feature_names'])} are not this hwnas's features of {data['space']}")
     check = data.get("check")
@@ -295,25 +287,6 @@ def _check_schema(data: Any, path: Path) -> None:
         )
     ):
         raise bad("space_options.resolutions must be a list of whole numbers")
-
-
-def _check_structure(data: dict[str, Any], bad: Any) -> list[str]:
-    """The nb201 cell-structure features: 15,625 rows of finite numbers, one per structure name."""
-    if data["space"] != "nb201":
-        return []
-    st = data.get("structure")
-    from hwnas.benchdata import NB201_N
-
-    if not isinstance(st, dict) or not isinstance(st.get("names"), list) or not all(isinstance(n, str) for n in st["names"]):
-        raise bad("structure.names missing")
-    rows = st.get("features")
-    width = len(st["names"])
-    if not isinstance(rows, list) or len(rows) != NB201_N:
-        raise bad(f"structure.features must have {NB201_N} rows")
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != width or not all(_number(v) for v in row):
-            raise bad(f"structure.features row {i} is not {width} finite numbers")
-    return list(st["names"])
 
 
 def _short(x: Any, limit: int = 60) -> str:

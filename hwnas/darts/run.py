@@ -20,7 +20,6 @@ from hwnas.darts.latency import AdditiveLatency, fit_additive_latency
 from hwnas.darts.select import alpha_scores, derive_under_budget, perturbation_scores
 from hwnas.darts.supernet import Supernet
 from hwnas.darts.train import DartsConfig, DartsResult, latency_loss, repair_to_budget, search, skip_share
-from hwnas.errors import UsageError
 from hwnas.spaces import Arch, SearchSpace
 
 
@@ -64,20 +63,12 @@ class DartsOutcome:
 def make_supernet(
     space: SearchSpace, *, num_classes: int, in_channels: int, resolution: int | None = None, width: float | None = None
 ) -> Supernet:
-    """The supernet of ``space`` for data with ``num_classes`` and ``in_channels``."""
-    if space.name == "nb201":
-        from hwnas.darts.nb201_supernet import NB201Supernet
-        from hwnas.spaces.nb201 import NB201Space
-
-        assert isinstance(space, NB201Space)
-        return NB201Supernet(space, num_classes=num_classes, in_channels=in_channels)
-    if space.name == "mbconv":
-        from hwnas.darts.mbconv_supernet import MBConvSupernet
-        from hwnas.spaces.mbconv import RESOLUTIONS, WIDTHS, MBConvSpace
-
-        local = MBConvSpace(num_classes=num_classes, in_channels=in_channels)
-        return MBConvSupernet(local, resolution=resolution or min(RESOLUTIONS), width=width if width is not None else min(WIDTHS))
-    raise UsageError(f"no supernet for space {space.name!r}; differentiable search supports nb201 and mbconv")
+    """The supernet of ``space`` for data with ``num_classes`` and ``in_channels`` (UsageError for a
+    space without one); the space builds it (:meth:`~hwnas.spaces.SearchSpace.supernet`)."""
+    net = space.supernet(num_classes=num_classes, in_channels=in_channels, resolution=resolution, width=width)
+    if not isinstance(net, Supernet):
+        raise TypeError(f"{type(space).__name__}.supernet returned {type(net).__name__}, expected a hwnas.darts.supernet.Supernet")
+    return net
 
 
 def run_darts(

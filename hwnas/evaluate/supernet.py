@@ -1,11 +1,12 @@
 """The ``supernet`` evaluator: candidates inherit their weights from one Once-for-All supernet.
 
-One elastic supernet of the mbconv space (:mod:`hwnas.ofa`: elastic width, depth, kernel and
-expansion) is trained once with the sandwich rule on the training split of ``--data``, lazily at
-the first evaluation, checkpointed every epoch to ``<run folder>/supernet.pt`` (a rerun resumes
-it). A candidate is then scored in well under a second: its subnet's BatchNorm statistics are
-re-estimated on a fixed set of training images (the shared running statistics fit no single
-subnet) and its accuracy is measured on the validation split. The test split is never used here.
+One elastic supernet of the space (:meth:`~hwnas.spaces.SearchSpace.elastic_supernet`; for
+mbconv :mod:`hwnas.ofa`: elastic width, depth, kernel and expansion) is trained once with the
+sandwich rule on the training split of ``--data``, lazily at the first evaluation, checkpointed
+every epoch to ``<run folder>/supernet.pt`` (a rerun resumes it). A candidate is then scored in
+well under a second: its subnet's BatchNorm statistics are re-estimated on a fixed set of
+training images (the shared running statistics fit no single subnet) and its accuracy is
+measured on the validation split. The test split is never used here.
 
 Every width, depth, kernel and expansion of the space inherits weights; the input resolution
 does not change the network, which runs on the images at their own size (8x8 for digits): the
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hwnas.errors import UsageError
 from hwnas.evaluate import Accuracy, EvalContext, check_train_device
@@ -92,26 +93,29 @@ def resolve_options(options: dict[str, Any], *, seed: int = 0) -> SupernetSettin
 
 
 class SupernetEvaluator:
-    """Weight-sharing evaluation (Once-for-All, Cai et al., ICLR 2020) of mbconv candidates."""
+    """Weight-sharing evaluation (Once-for-All, Cai et al., ICLR 2020) of the candidates of a space with an elastic supernet."""
 
     name = "supernet"
 
     def __init__(self, space: SearchSpace, *, context: EvalContext | None = None, **options: Any) -> None:
-        if space.name != "mbconv":
+        if not space.offers("elastic_supernet"):
+            from hwnas.spaces import SPACES
+
+            elastic = " and ".join(n for n in SPACES.names() if SPACES.get(n).offers("elastic_supernet")) or "no registered space"
+            tables = " and ".join(n for n in SPACES.names() if SPACES.get(n).benchmark() is not None)
+            table = f" (or --evaluator table for {tables})" if tables else ""
             raise UsageError(
-                f"evaluator 'supernet' trains an elastic supernet of space mbconv only, not {space.name!r}; "
-                "use --evaluator train (or --evaluator table for nb201)"
+                f"evaluator 'supernet' trains an elastic supernet of space {elastic} only, not {space.name!r}; use --evaluator train{table}"
             )
         self.space = space
         self.context = context or EvalContext()
         check_train_device(self.context.train_device)
         self.settings = resolve_options(options, seed=self.context.seed)
         from hwnas.datasets import evaluation_splits, load_data
-        from hwnas.spaces.mbconv import MBConvSpace
 
         self.data = load_data(self.context.data)
         self.train, self.valid, self.test = evaluation_splits(self.data, SPLIT_SEED)
-        self.local = MBConvSpace(num_classes=self.data.num_classes, in_channels=self.data.input_shape[0])
+        self.local = space.for_data(in_channels=self.data.input_shape[0], num_classes=self.data.num_classes)
         out = self.context.out_dir
         self.checkpoint = None if out is None else out / CHECKPOINT_NAME
         self._supernet: ElasticMBConvNet | None = None
@@ -154,16 +158,15 @@ class SupernetEvaluator:
 
         from hwnas.darts.train import default_threads
         from hwnas.datasets import batches
-        from hwnas.ofa.elastic import ElasticMBConvNet
         from hwnas.ofa.train import train_supernet
 
         s, say = self.settings, self.context.log
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
-            net = ElasticMBConvNet(self.local, kernel_transform=s.kernel_transform)
+            net = cast("ElasticMBConvNet", self.local.elastic_supernet(kernel_transform=s.kernel_transform))
         weights = sum(p.numel() for p in net.parameters())
         say(
-            f"supernet: OFA supernet of mbconv ({weights:,} weights) on {self.data.name} ({len(self.train)} training images, "
+            f"supernet: OFA supernet of {self.local.name} ({weights:,} weights) on {self.data.name} ({len(self.train)} training images, "
             f"{'x'.join(map(str, self.data.input_shape))}), {s.epochs} epochs, batch {s.batch}, lr {s.lr:g}, sandwich rule "
             f"(largest + smallest + {s.random_subnets} random), on {self.context.train_device}; checkpoint {self.checkpoint}"
         )

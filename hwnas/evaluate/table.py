@@ -1,61 +1,53 @@
-"""The ``table`` evaluator: NAS-Bench-201 accuracies after 200 epochs, looked up by arch index.
+"""The ``table`` evaluator: accuracies looked up in the space's benchmark table.
 
-The search signal is the validation accuracy where the benchmark has one (CIFAR-10:
-``cifar10-valid`` split, trained on 25k images and validated on the other 25k); the test
-accuracy (trained on all 50k, tested on the 10k test set) is reported beside it, never
-searched on. CIFAR-100 and ImageNet16-120 ship test accuracies only, so there the signal is
-the test accuracy and the source says so.
+A space with a benchmark (:meth:`~hwnas.spaces.SearchSpace.benchmark`; NAS-Bench-201 for nb201)
+gives every architecture's accuracies, trained once by the benchmark's authors. The search signal
+is the benchmark's validation accuracy where it has one, else its test accuracy (the source says
+which); the test accuracy is reported beside it, never searched on.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hwnas.benchdata import nb201_table
 from hwnas.errors import UsageError
 from hwnas.evaluate import Accuracy, EvalContext
-from hwnas.spaces import Arch, SearchSpace
-
-#: dataset -> (signal metric, signal description, report metric)
-_METRICS = {
-    "cifar10": ("cifar10-valid/valid", "validation accuracy, cifar10-valid split", "cifar10/test"),
-    "cifar100": ("cifar100/test", "test accuracy (no validation split shipped)", "cifar100/test"),
-    "imagenet16-120": ("imagenet16-120/test", "test accuracy (no validation split shipped)", "imagenet16-120/test"),
-}
+from hwnas.spaces import SPACES, Arch, Benchmark, SearchSpace
 
 
 class TableEvaluator:
-    """NAS-Bench-201 benchmark lookup (Dong & Yang, ICLR 2020; NATS-Bench, TPAMI 2021)."""
+    """Benchmark lookup (NAS-Bench-201: Dong & Yang, ICLR 2020; NATS-Bench, TPAMI 2021)."""
 
     name = "table"
 
     def __init__(self, space: SearchSpace, *, context: EvalContext | None = None, **options: Any) -> None:
-        if space.name != "nb201":
+        benchmark = space.benchmark()
+        if benchmark is None:
+            with_table = " and ".join(n for n in SPACES.names() if SPACES.get(n).benchmark() is not None) or "no registered space"
+            elastic = " and ".join(n for n in SPACES.names() if SPACES.get(n).offers("elastic_supernet"))
+            supernet = f" or, for {elastic}, --evaluator supernet (weight sharing)" if elastic else ""
             raise UsageError(
-                f"evaluator 'table' has benchmark accuracies for space nb201 only, not {space.name!r}; "
-                "use --evaluator train (trains each candidate on --data) or, for mbconv, --evaluator supernet (weight sharing)"
+                f"evaluator 'table' has benchmark accuracies for space {with_table} only, not {space.name!r}; "
+                f"use --evaluator train (trains each candidate on --data){supernet}"
             )
         if options:
             raise UsageError(f"evaluator 'table' takes no training options, got {sorted(options)}; drop them or use --evaluator train")
         self.space = space
-        self.dataset: str = getattr(space, "dataset", "cifar10")
-        signal, self._signal_text, report = _METRICS[self.dataset]
-        table = nb201_table()
-        self._signal = table.metric(signal)
-        self._report = table.metric(report)
-        self._report_name = report
+        self.benchmark: Benchmark = benchmark
+        self.dataset = benchmark.dataset
 
     def evaluate(self, arch: Arch, trial: Any = None) -> Accuracy:
-        index = self.space.index(arch)  # type: ignore[attr-defined]
+        b = self.benchmark
+        acc = b.accuracy(arch)
         return Accuracy(
-            value=float(self._signal[index]),
-            source=f"table: NAS-Bench-201 {self._signal_text}, 200 epochs",
+            value=acc.value,
+            source=f"table: {b.name} {b.signal}, {b.epochs} epochs",
             extras={
-                "test_accuracy": float(self._report[index]),
-                "test_source": f"table: NAS-Bench-201 {self._report_name}, 200 epochs",
-                "nb201_index": index,
+                "test_accuracy": acc.test_value,
+                "test_source": f"table: {b.name} {b.test_metric}, {b.epochs} epochs",
+                b.index_key: acc.index,
             },
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"evaluator": self.name, "dataset": self.dataset, "signal": self._signal_text}
+        return {"evaluator": self.name, "dataset": self.dataset, "signal": self.benchmark.signal}

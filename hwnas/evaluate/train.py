@@ -325,32 +325,15 @@ def _resized(it: Iterator[tuple[torch.Tensor, torch.Tensor]], size: int | None) 
 
 
 def _network_for(space: SearchSpace, arch: Arch, data: Dataset) -> torch.nn.Module:
-    """``arch`` of ``space`` built for the data's image channels and number of classes.
+    """``arch`` of ``space`` built for the data's image channels and number of classes
+    (:meth:`~hwnas.spaces.SearchSpace.for_data`).
 
     Raises:
         UsageError: for a space that builds for fixed inputs that differ from the data's.
     """
     channels, classes = data.input_shape[0], data.num_classes
-    from hwnas.spaces.mbconv import MBConvSpace
-    from hwnas.spaces.nb201 import NB201Space
-
-    if isinstance(space, NB201Space):
-        from hwnas.benchdata import NB201_EDGES
-        from hwnas.spaces._nb201_model import NB201Network
-
-        arch = space.validate(arch)
-        return NB201Network(
-            [arch[e] for e in NB201_EDGES],
-            channels=space.channels,
-            cells_per_stage=space.cells_per_stage,
-            num_classes=classes,
-            in_channels=channels,
-        )
-    if isinstance(space, MBConvSpace):
-        return MBConvSpace(num_classes=classes, in_channels=channels).build(arch)
-    if space.input_shape(arch)[0] == channels and getattr(space, "num_classes", None) == classes:
-        return space.build(arch)
-    raise UsageError(
-        f"evaluator 'train' cannot build space {space.name!r} for {data.name} ({channels} channels, {classes} classes); "
-        "use --space nb201 or mbconv, or data shaped as the space's input"
-    )
+    try:
+        local = space.for_data(in_channels=channels, num_classes=classes)
+    except UsageError as exc:
+        raise UsageError(f"evaluator 'train' cannot build space {space.name!r} for {data.name}: {exc}") from None
+    return local.build(arch)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from hwnas.registry import Registry
-from hwnas.spaces._base import Arch, Dimension, SearchSpace
+from hwnas.spaces._base import OPTIONAL_HOOKS, Arch, Dimension, SearchSpace
+from hwnas.spaces._benchmark import Benchmark, BenchmarkAccuracy
+from hwnas.spaces._lut import BlockCodec, BlockTable
 
 SPACES: Registry[SearchSpace] = Registry("space")
 
@@ -23,4 +25,15 @@ def _register_builtin() -> None:
 
 _register_builtin()
 
-__all__ = ["SPACES", "Arch", "Dimension", "SearchSpace", "get_space"]
+__all__ = [
+    "OPTIONAL_HOOKS",
+    "SPACES",
+    "Arch",
+    "Benchmark",
+    "BenchmarkAccuracy",
+    "BlockCodec",
+    "BlockTable",
+    "Dimension",
+    "SearchSpace",
+    "get_space",
+]

@@ -19,6 +19,10 @@ from hwnas.errors import UsageError
 if TYPE_CHECKING:
     import torch.nn
 
+    from hwnas.spaces._benchmark import Benchmark
+    from hwnas.spaces._counts import Counts
+    from hwnas.spaces._lut import BlockCodec
+
 Arch = dict[str, Any]
 """An architecture: ``{dimension name: choice}``, JSON-safe."""
 
@@ -45,6 +49,12 @@ class SearchSpace(ABC):
     Subclasses implement :meth:`dimensions`, :meth:`build`, :meth:`input_shape`,
     :meth:`to_string`, :meth:`from_string` and :meth:`smallest`; they may override
     :meth:`canonical` when some dimensions are inactive for some architectures.
+
+    What else a space offers is reached through it, never by its name elsewhere: its
+    latency-table block codec (:meth:`lut_codec`), its DARTS and Once-for-All supernets
+    (:meth:`supernet`, :meth:`elastic_supernet`), its networks for other data (:meth:`for_data`)
+    and its benchmark tables (:meth:`benchmark`, :meth:`with_dataset`). By default a space has
+    none of them and says so with a one-line :class:`UsageError`.
     """
 
     name: str = ""
@@ -178,6 +188,96 @@ class SearchSpace(ABC):
     @abstractmethod
     def build(self, arch: Arch) -> torch.nn.Module:
         """A freshly initialised torch module for the arch (imports torch lazily)."""
+
+    def for_data(self, *, in_channels: int, num_classes: int) -> SearchSpace:
+        """This space with networks for images of ``in_channels`` channels and ``num_classes`` classes.
+
+        Default: the space itself where its networks already fit that data.
+
+        Raises:
+            UsageError: where they do not and the space cannot adapt them.
+        """
+        have_channels = self.input_shape(self.smallest())[0]
+        have_classes = getattr(self, "num_classes", None)
+        if (have_channels, have_classes) == (in_channels, num_classes):
+            return self
+        raise UsageError(
+            f"space {self.name!r} builds networks for {have_channels} channel(s) and {have_classes} classes only, not "
+            f"{in_channels} channel(s) and {num_classes} classes; use data shaped as its input or a space that adapts to the data"
+        )
+
+    # -- optional hooks -------------------------------------------------------
+    #: Datasets :meth:`with_dataset` accepts (empty: the space has no benchmark table).
+    benchmark_datasets: tuple[str, ...] = ()
+
+    def with_dataset(self, name: str) -> SearchSpace:
+        """This space with the accuracies (and input shape) of benchmark dataset ``name``.
+
+        Raises:
+            UsageError: for a space without benchmark datasets or an unknown name.
+        """
+        raise UsageError(f"the {self.name} space has no benchmark datasets; drop --dataset")
+
+    def benchmark(self) -> Benchmark | None:
+        """The table of trained accuracies of this space's archs, or None where it has none."""
+        return None
+
+    def counts(self, arch: Arch) -> Counts | None:
+        """FLOPs (multiply-adds), parameters and weight bytes of ``arch`` in closed form, without
+        building it (microseconds); None where the space has no closed form (the cost sources
+        then count the built network)."""
+        return None
+
+    def peak_memory_bytes(self, arch: Arch) -> int | None:
+        """Peak activation memory of ``arch`` (batch 1, float32, no operator workspace) from its
+        operator graph's tensor lifetimes, without building it; None where the space has no
+        closed form (the cost source then reads the exported ONNX graph)."""
+        return None
+
+    def lut_codec(self) -> BlockCodec:
+        """How this space's networks split into latency-table blocks (see :mod:`hwnas.spaces._lut`).
+
+        Raises:
+            UsageError: for a space without latency-table blocks.
+        """
+        raise UsageError(f"space {self.name!r} has no latency-table blocks; use --latency-source measure")
+
+    def supernet(self, *, num_classes: int, in_channels: int, resolution: int | None = None, width: float | None = None) -> torch.nn.Module:
+        """The DARTS supernet of this space (a :class:`hwnas.darts.supernet.Supernet`) for data of
+        ``in_channels`` channels and ``num_classes`` classes; ``resolution`` and ``width`` fix those
+        dimensions where the space searches them (None: their smallest choice).
+
+        Raises:
+            UsageError: for a space without a supernet.
+        """
+        raise UsageError(f"no supernet for space {self.name!r}; differentiable search supports {_offering('supernet')}")
+
+    def elastic_supernet(self, *, kernel_transform: bool = True) -> torch.nn.Module:
+        """The Once-for-All supernet of this space: one network that runs every arch as a subnet.
+
+        Raises:
+            UsageError: for a space without one.
+        """
+        raise UsageError(f"space {self.name!r} has no elastic supernet; spaces with one: {_offering('elastic_supernet')}")
+
+    def offers(self, hook: str) -> bool:
+        """Whether this space implements the optional hook ``hook`` (one of :data:`OPTIONAL_HOOKS`)
+        instead of refusing it: a cheap check before anything is built."""
+        if hook not in OPTIONAL_HOOKS:
+            raise ValueError(f"hook must be one of {OPTIONAL_HOOKS}, got {hook!r}")
+        return getattr(type(self), hook) is not getattr(SearchSpace, hook)
+
+
+#: The hooks a space may leave to the refusing defaults (see :meth:`SearchSpace.offers`).
+OPTIONAL_HOOKS = ("lut_codec", "supernet", "elastic_supernet", "with_dataset")
+
+
+def _offering(hook: str) -> str:
+    """The registered spaces that implement ``hook``, for the messages of those that do not."""
+    from hwnas.spaces import SPACES
+
+    names = [name for name in SPACES.names() if SPACES.get(name).offers(hook)]
+    return " and ".join(names) or "no registered space"
 
 
 def _is_choice(value: Any, choices: tuple[Choice, ...]) -> bool:

@@ -25,6 +25,9 @@ from hwnas.spaces._base import Arch, Dimension, SearchSpace
 if TYPE_CHECKING:
     import torch.nn
 
+    from hwnas.spaces._counts import Counts
+    from hwnas.spaces._lut import BlockCodec
+
 RESOLUTIONS = (128, 160, 192, 224)
 WIDTHS = (0.5, 0.75, 1.0, 1.4)  # MobileNetV2's published width multipliers
 DEPTHS = (2, 3, 4)
@@ -231,6 +234,16 @@ class MBConvSpace(SearchSpace):
         return out
 
     # -- models ---------------------------------------------------------------
+    def counts(self, arch: Arch) -> Counts:
+        from hwnas.spaces._mbconv_counts import mbconv_counts
+
+        return mbconv_counts(self, self.validate(arch))
+
+    def peak_memory_bytes(self, arch: Arch) -> int:
+        from hwnas.spaces._mbconv_memory import mbconv_peak_bytes
+
+        return mbconv_peak_bytes(self, self.validate(arch))
+
     def input_shape(self, arch: Arch) -> tuple[int, int, int]:
         arch = self.validate(arch)
         return (self.in_channels, arch["resolution"], arch["resolution"])
@@ -247,3 +260,28 @@ class MBConvSpace(SearchSpace):
             last_channels=make_divisible(LAST_CHANNELS * max(1.0, width)),
             num_classes=self.num_classes,
         )
+
+    # -- what the space offers ------------------------------------------------------
+    def for_data(self, *, in_channels: int, num_classes: int) -> MBConvSpace:
+        """The same space with a stem for ``in_channels`` and a classifier for ``num_classes``."""
+        if (in_channels, num_classes) == (self.in_channels, self.num_classes):
+            return self
+        return MBConvSpace(num_classes=num_classes, in_channels=in_channels)
+
+    def lut_codec(self) -> BlockCodec:
+        from hwnas.spaces._mbconv_lut import MBConvCodec
+
+        return MBConvCodec(self)
+
+    def supernet(self, *, num_classes: int, in_channels: int, resolution: int | None = None, width: float | None = None) -> torch.nn.Module:
+        """The ProxylessNAS supernet at one ``resolution`` and ``width`` (None: the smallest choice)."""
+        from hwnas.darts.mbconv_supernet import MBConvSupernet
+
+        local = self.for_data(in_channels=in_channels, num_classes=num_classes)
+        return MBConvSupernet(local, resolution=resolution or min(RESOLUTIONS), width=width if width is not None else min(WIDTHS))
+
+    def elastic_supernet(self, *, kernel_transform: bool = True) -> torch.nn.Module:
+        """The Once-for-All supernet (:class:`hwnas.ofa.elastic.ElasticMBConvNet`) of this space."""
+        from hwnas.ofa.elastic import ElasticMBConvNet
+
+        return ElasticMBConvNet(self, kernel_transform=kernel_transform)

@@ -18,6 +18,10 @@ from hwnas.spaces._base import Arch, Dimension, SearchSpace
 if TYPE_CHECKING:
     import torch.nn
 
+    from hwnas.spaces._benchmark import Benchmark
+    from hwnas.spaces._counts import Counts
+    from hwnas.spaces._lut import BlockCodec
+
 #: (channels, height, width) of the input and number of classes per benchmark dataset.
 DATASETS: dict[str, tuple[tuple[int, int, int], int]] = {
     "cifar10": ((3, 32, 32), 10),
@@ -26,22 +30,49 @@ DATASETS: dict[str, tuple[tuple[int, int, int], int]] = {
 }
 
 
+#: Checked (ops of the 6 edges) -> official index; at most 15,625 entries.
+_INDEX: dict[tuple[str, ...], int] = {}
+
+
 class NB201Space(SearchSpace):
-    """NAS-Bench-201: 5^6 = 15,625 cells, exactly the benchmark's ``infer.tiny`` network."""
+    """NAS-Bench-201: 5^6 = 15,625 cells, exactly the benchmark's ``infer.tiny`` network.
+
+    Args:
+        dataset: the benchmark dataset: its accuracies, input shape and classes.
+        channels: channels of the first stage (the benchmark's: 16).
+        cells_per_stage: cells per stage (the benchmark's: 5).
+        in_channels: image channels the network takes (None: the dataset's).
+        num_classes: classifier outputs (None: the dataset's).
+    """
 
     name = "nb201"
     description = "NAS-Bench-201 cell space (15,625 cells; benchmark accuracies and device latencies shipped)"
+    benchmark_datasets = tuple(DATASETS)
 
-    def __init__(self, *, dataset: str = "cifar10", channels: int = 16, cells_per_stage: int = 5) -> None:
+    def __init__(
+        self,
+        *,
+        dataset: str = "cifar10",
+        channels: int = 16,
+        cells_per_stage: int = 5,
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+    ) -> None:
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         if cells_per_stage < 1:
             raise ValueError(f"cells_per_stage must be >= 1, got {cells_per_stage}")
+        for arg, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{arg} must be an integer >= 1, got {value!r}")
         self.dataset = dataset
         self.channels = channels
         self.cells_per_stage = cells_per_stage
+        (data_channels, _, _), data_classes = DATASETS[dataset]
+        self.in_channels: int = data_channels if in_channels is None else in_channels
+        self._num_classes: int = data_classes if num_classes is None else num_classes
         self._dims = [Dimension(edge, NB201_OPS) for edge in NB201_EDGES]
 
     def dimensions(self) -> list[Dimension]:
@@ -56,8 +87,18 @@ class NB201Space(SearchSpace):
         return dict(zip(NB201_EDGES, ops, strict=True))
 
     def index(self, arch: Arch) -> int:
-        """The official NAS-Bench-201 index of the arch."""
-        return nb201_table().index(self.to_string(arch))
+        """The official NAS-Bench-201 index of the arch (base-5 digits of its ops, a lookup once
+        checked: strategies and cost sources ask it many times per trial)."""
+        try:
+            ops = tuple(arch[e] for e in NB201_EDGES)
+            hit = _INDEX.get(ops)
+        except (KeyError, TypeError):
+            hit = None
+        if hit is None:
+            hit = nb201_table().index(self.to_string(arch))
+            if len(arch) == len(NB201_EDGES):
+                _INDEX[tuple(arch[e] for e in NB201_EDGES)] = hit
+        return hit
 
     def equivalence_key(self, arch: Arch) -> str:
         """NATS-Bench's isomorphism class: cells that differ only in dead or permuted paths compute
@@ -76,12 +117,23 @@ class NB201Space(SearchSpace):
         # computes even less but its output is constant; skip is the cheapest real network.)
         return {e: "skip_connect" for e in NB201_EDGES}
 
+    def counts(self, arch: Arch) -> Counts:
+        from hwnas.spaces._nb201_counts import nb201_counts
+
+        return nb201_counts(self, self.validate(arch))
+
+    def peak_memory_bytes(self, arch: Arch) -> int:
+        from hwnas.spaces._nb201_memory import nb201_peak_bytes
+
+        return nb201_peak_bytes(self, self.validate(arch))
+
     def input_shape(self, arch: Arch) -> tuple[int, int, int]:
-        return DATASETS[self.dataset][0]
+        _, h, w = DATASETS[self.dataset][0]
+        return (self.in_channels, h, w)
 
     @property
     def num_classes(self) -> int:
-        return DATASETS[self.dataset][1]
+        return self._num_classes
 
     def build(self, arch: Arch) -> torch.nn.Module:
         from hwnas.spaces._nb201_model import NB201Network
@@ -92,7 +144,47 @@ class NB201Space(SearchSpace):
             channels=self.channels,
             cells_per_stage=self.cells_per_stage,
             num_classes=self.num_classes,
+            in_channels=self.in_channels,
         )
+
+    # -- what the space offers ------------------------------------------------------
+    def _variant(self, *, dataset: str, in_channels: int, num_classes: int) -> NB201Space:
+        return NB201Space(
+            dataset=dataset, channels=self.channels, cells_per_stage=self.cells_per_stage, in_channels=in_channels, num_classes=num_classes
+        )
+
+    def for_data(self, *, in_channels: int, num_classes: int) -> NB201Space:
+        """The same cells for images of ``in_channels`` channels and ``num_classes`` classes (the
+        network is fully convolutional up to a global pool, so any image size runs)."""
+        if (in_channels, num_classes) == (self.in_channels, self.num_classes):
+            return self
+        return self._variant(dataset=self.dataset, in_channels=in_channels, num_classes=num_classes)
+
+    def with_dataset(self, name: str) -> NB201Space:
+        """The space with the benchmark accuracies, input shape and classes of dataset ``name``."""
+        if name not in DATASETS:
+            raise UsageError(f"--dataset {name!r} is not a NAS-Bench-201 dataset; choices: {', '.join(DATASETS)}")
+        if name == self.dataset:
+            return self
+        (channels, _, _), classes = DATASETS[name]
+        return self._variant(dataset=name, in_channels=channels, num_classes=classes)
+
+    def benchmark(self) -> Benchmark:
+        from hwnas.spaces._nb201_benchmark import NB201Benchmark
+
+        return NB201Benchmark(self)
+
+    def lut_codec(self) -> BlockCodec:
+        from hwnas.spaces._nb201_lut import NB201Codec
+
+        return NB201Codec(self)
+
+    def supernet(self, *, num_classes: int, in_channels: int, resolution: int | None = None, width: float | None = None) -> torch.nn.Module:
+        """The DARTS supernet of the cell (every edge a softmax mix of the 5 ops); ``resolution`` and
+        ``width`` are not dimensions of this space and are ignored."""
+        from hwnas.darts.nb201_supernet import NB201Supernet
+
+        return NB201Supernet(self, num_classes=num_classes, in_channels=in_channels)
 
 
 def parse_arch(space: SearchSpace, text: str) -> Arch:

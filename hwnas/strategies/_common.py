@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hwnas import _optuna
 from hwnas.pareto import is_non_dominated
 from hwnas.spaces import Arch, SearchSpace
+from hwnas.trials import violation as trials_violation
 
 if TYPE_CHECKING:
     import optuna
@@ -44,15 +46,15 @@ class TrialArchs:
     def get(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple[Arch, str] | None:
         import optuna
 
-        owner = (id(study._storage), study._study_id)
+        owner = _optuna.study_owner(study)
         if owner != self._owner:
             self._owner, self._done = owner, {}
-        if trial._trial_id in self._done:
-            return self._done[trial._trial_id]
+        if _optuna.trial_id(trial) in self._done:
+            return self._done[_optuna.trial_id(trial)]
         arch = arch_of(self.space, trial)
         out = None if arch is None else (arch, self.space.equivalence_key(arch))
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            self._done[trial._trial_id] = out
+            self._done[_optuna.trial_id(trial)] = out
         return out
 
     def arch(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Arch | None:
@@ -65,7 +67,7 @@ class TrialArchs:
 
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
         out = set()
-        for t in study._get_trials(deepcopy=False, states=states, use_cache=True):
+        for t in _optuna.cached_trials(study, states):
             got = self.get(study, t)
             if got is not None:
                 out.add(got[1])
@@ -73,15 +75,14 @@ class TrialArchs:
 
 
 def violation(trial: optuna.trial.FrozenTrial) -> float:
-    """Total constraint violation (0 when feasible; constraints <= 0 are met)."""
-    cons = trial.constraints or {}
-    return float(sum(max(0.0, c) for c in cons.values()))
+    """Total constraint violation (0 when feasible, :func:`hwnas.trials.is_feasible`)."""
+    return trials_violation(trial.constraints)
 
 
 def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     import optuna
 
-    trials = study._get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,), use_cache=True)
+    trials = _optuna.cached_trials(study, (optuna.trial.TrialState.COMPLETE,))
     return sorted(trials, key=lambda t: t.number)
 
 

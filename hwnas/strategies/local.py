@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hwnas import _optuna
 from hwnas.spaces import Arch, SearchSpace
 from hwnas.strategies._common import Feasible, TrialArchs, complete_trials, fitness_keys, propose_unique, search_space
 from hwnas.strategies._seeded import SeededSampler
@@ -74,10 +75,10 @@ class LocalSearchSampler(SeededSampler):
             parent = self._climb_from(study, trials, members)
             fresh = self._untried(parent, seen) if parent is not None else []
             if fresh:
-                study._storage.set_trial_system_attr(trial._trial_id, CLIMB, climb)
+                _optuna.set_trial_system_attr(study, trial, CLIMB, climb)
                 return dict(self._pick(study, trials, fresh))
             climb += 1  # a local optimum (or nothing to climb): restart from a random point
-        study._storage.set_trial_system_attr(trial._trial_id, CLIMB, climb)
+        _optuna.set_trial_system_attr(study, trial, CLIMB, climb)
         arch = propose_unique(lambda: self.space.sample(self._rng), self.space, seen, self.feasible)
         return dict(arch)
 
@@ -111,14 +112,14 @@ class LocalSearchSampler(SeededSampler):
     def _fitness(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple[Any, ...]]:
         """Sort key per trial number, lower is better (feasible first, then the first objective);
         a completed trial's key never changes, so it is computed once."""
-        owner = (id(study._storage), study._study_id)
+        owner = _optuna.study_owner(study)
         if owner != self._keys_owner:
             self._keys_owner, self._keys = owner, {}
-        todo = [t for t in trials if t._trial_id not in self._keys]
+        todo = [t for t in trials if _optuna.trial_id(t) not in self._keys]
         if todo:
             for t, k in zip(todo, fitness_keys(todo, list(study.directions), "first"), strict=True):
-                self._keys[t._trial_id] = (k, -t.number)
-        return {t.number: self._keys[t._trial_id] for t in trials}
+                self._keys[_optuna.trial_id(t)] = (k, -t.number)
+        return {t.number: self._keys[_optuna.trial_id(t)] for t in trials}
 
     def _neighbours(self, arch: Arch) -> list[tuple[Arch, str]]:
         """Neighbours with their equivalence keys, cached by arch."""

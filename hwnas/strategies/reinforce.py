@@ -26,6 +26,7 @@ import numpy as np
 from hwnas.spaces import Arch, SearchSpace
 from hwnas.strategies._common import Feasible, TrialArchs, arch_of, complete_trials, propose_unique, search_space
 from hwnas.strategies._seeded import SeededSampler
+from hwnas.trials import is_feasible
 
 if TYPE_CHECKING:
     import optuna
@@ -133,7 +134,7 @@ class ReinforceSampler(SeededSampler):
         for t in trials[len(self._replayed) :]:
             arch = arch_of(self.space, t)
             if arch is not None and t.values is not None:
-                feasible = not t.constraints or all(c <= 0 for c in t.constraints.values())
+                feasible = is_feasible(t.constraints)
                 self.update(arch, t.values[0] if feasible else None, t.values[1] if len(t.values) > 1 else self.target)
             self._replayed.append(t.number)
 

@@ -1,0 +1,128 @@
+"""The built-in device kinds: ``onnxruntime`` (measured live, or a lookup table built here) and
+``table`` (a shipped benchmark table). Each says the keys its device files hold and picks the
+latency source for a device, a space and the user's ``--latency-source``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hwnas.cost.source import CostSource, DeviceKind, KeySpec, LatencyRequest
+from hwnas.errors import UsageError
+from hwnas.registry import Registry, did_you_mean
+
+if TYPE_CHECKING:
+    from hwnas.device import Device
+    from hwnas.spaces import SearchSpace
+
+# -- onnxruntime --------------------------------------------------------------------
+ORT_KEYS = {
+    "provider": KeySpec(str, example='provider = "CPUExecutionProvider"'),
+    "threads": KeySpec(int, 1, 1, 1024, "threads = 1"),
+    "warmup": KeySpec(int, 20, 0, 100_000, "warmup = 20"),
+    "repeats": KeySpec(int, 100, 1, 1_000_000, "repeats = 100"),
+}
+
+
+def _ort_latency(device: Device, space: SearchSpace, request: LatencyRequest) -> CostSource:
+    """``auto``: this device's lookup table when one was built on this machine and runtime, else
+    live measurement; ``lut`` and ``measure`` force one."""
+    from hwnas.cost.latency import LookupTableLatency, MeasuredLatency
+    from hwnas.cost.lut import LatencyTable, find_table
+
+    source = request.source
+    if source == "table":
+        raise UsageError(f"device {device.name!r} has no benchmark table; use --latency-source lut, measure or auto")
+    if source == "measure":
+        return MeasuredLatency(device, space)
+    path = request.table or find_table(device.name, space.name)
+    if path is None:
+        if source == "lut":
+            raise UsageError(
+                f"no latency table for {device.name}/{space.name} (looked for {device.name}-{space.name}.json in ./latency_tables); "
+                f"build it with 'hwnas profile --device {device.name} --space {space.name}'"
+            )
+        return MeasuredLatency(device, space)
+    table = request.loaded if request.loaded is not None else LatencyTable.load(path)
+    why = table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch)
+    if source == "auto" and why:
+        if request.log:
+            request.log(f"note: not using latency table {path} ({why[0]}); measuring live instead")
+        return MeasuredLatency(device, space)
+    return LookupTableLatency(device, space, table, allow_foreign=request.allow_foreign)
+
+
+def _ort_summary(device: Device) -> str:
+    return f"measured ({device.provider.replace('ExecutionProvider', '')})"
+
+
+ONNXRUNTIME = DeviceKind(
+    name="onnxruntime",
+    keys=ORT_KEYS,
+    latency=_ort_latency,
+    measured=True,
+    summary=_ort_summary,
+    spaces_text=lambda device: "any (measured)",
+)
+
+# -- table --------------------------------------------------------------------------
+#: Spaces with shipped benchmark latency tables (a table device can only cover these).
+BENCHMARK_SPACES = ("nb201",)
+LATENCY_KEYS = ("table", "estimated", "source")
+_LATENCY_EXAMPLE = '[latency.nb201] table = "pixel3"'
+
+
+def _parse_tables(settings: dict[str, Any], path: Any) -> dict[str, Any]:
+    """``[latency.<space>]`` tables -> ``settings["tables"]``: {space: TableRef}."""
+    from hwnas.device import TableRef, get_key, refuse_unknown_keys
+
+    latency = settings.pop("latency")
+    if not latency:
+        raise UsageError(f'device file {path}: [latency] names no space; add e.g. [latency.nb201] with table = "pixel3"')
+    tables = {}
+    for space, ref in latency.items():
+        if not isinstance(ref, dict):
+            raise UsageError(f"device file {path}: [latency.{space}] must be a table with a 'table' key, e.g. {_LATENCY_EXAMPLE}")
+        if space not in BENCHMARK_SPACES:
+            raise UsageError(
+                f"device file {path}: [latency.{space}]: benchmark latency tables exist for {', '.join(BENCHMARK_SPACES)} only"
+                f'{did_you_mean(space, list(BENCHMARK_SPACES))}; measure other spaces with kind = "onnxruntime"'
+            )
+        where = f"latency.{space}."
+        refuse_unknown_keys(ref, LATENCY_KEYS, path, where)
+        tables[space] = TableRef(
+            table=get_key(ref, "table", str, path, where=where, example='table = "pixel3"'),
+            estimated=get_key(ref, "estimated", bool, path, default=False, where=where, example="estimated = false"),
+            source=get_key(ref, "source", str, path, default="", where=where, example='source = "where the numbers come from"'),
+        )
+    return {**settings, "tables": tables}
+
+
+def _table_latency(device: Device, space: SearchSpace, request: LatencyRequest) -> CostSource:
+    from hwnas.cost.latency import BenchmarkTableLatency
+
+    if request.source not in ("auto", "table"):
+        raise UsageError(
+            f"device {device.name!r} cannot be measured here; its latency comes from its benchmark table (--latency-source table or auto)"
+        )
+    return BenchmarkTableLatency(device, space)
+
+
+def _table_summary(device: Device) -> str:
+    return "table (estimated)" if any(t.estimated for t in device.tables.values()) else "table (measured)"
+
+
+TABLE = DeviceKind(
+    name="table",
+    keys={"latency": KeySpec(dict, example=_LATENCY_EXAMPLE)},
+    latency=_table_latency,
+    parse=_parse_tables,
+    covers=lambda device, space: space in device.tables,
+    summary=_table_summary,
+    spaces_text=lambda device: ", ".join(sorted(device.tables)),
+)
+
+
+def register(registry: Registry[DeviceKind]) -> None:
+    registry.add(ONNXRUNTIME.name, ONNXRUNTIME)
+    registry.add(TABLE.name, TABLE)

@@ -1,0 +1,190 @@
+"""Results of a run: trial records -> the feasible front -> ``report.json``, ``front.csv``, ``best.onnx``.
+
+Everything reads the plan's objectives and constraints: the front is non-dominated on the
+study's objective values, the CSV has a column per cost metric, the report lists each budget
+with the source of its metric, and the export's metadata names the objectives.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import TYPE_CHECKING, Any
+
+from hwnas import trials as T
+from hwnas.pareto import hypervolume_2d
+from hwnas.search.config import Plan
+from hwnas.search.rundir import folder_lock, write_json
+from hwnas.trials import TrialRecord
+
+if TYPE_CHECKING:
+    import optuna
+
+#: Per-trial figures the report copies from the evaluator's extras where present.
+ACCURACY_EXTRAS = ("test_accuracy", "nb201_index")
+
+
+def records(study: optuna.Study) -> list[TrialRecord]:
+    """Every completed trial of the study, in trial order."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [TrialRecord.of(t) for t in sorted(trials, key=lambda t: t.number)]
+
+
+def summary(plan: Plan, r: TrialRecord) -> dict[str, Any]:
+    """One trial as the report, the CSV and the export metadata show it."""
+    a = r.attrs
+    details = (a.get(T.COST_DETAILS) or {}).get("latency_ms") or {}
+    out: dict[str, Any] = {
+        "trial": r.number,
+        "arch": r.arch,
+        "accuracy": r.accuracy,
+        "accuracy_source": a.get(T.ACCURACY_SOURCE),
+        "test_accuracy": a.get("test_accuracy"),
+        "latency_ms": r.cost("latency_ms"),
+        "latency_source": r.source("latency_ms"),
+        "latency_p90_ms": details.get("p90_ms"),
+    }
+    for ch in plan.charged:
+        for m in ch.metrics():
+            if m.name != "latency_ms" and ch.device is None:
+                out[m.name] = r.cost(m.name)
+    out["costs_source"] = {m: s for m, s in (a.get(T.COST_SOURCES) or {}).items() if m != "latency_ms"}
+    also = {ch.device: r.cost(f"latency_ms@{ch.device}") for ch in plan.also()}
+    out["latency_ms_also"] = also or None
+    out["nb201_index"] = a.get("nb201_index")
+    return out
+
+
+def hypervolume(plan: Plan, recs: list[TrialRecord]) -> tuple[float, tuple[float, float]]:
+    """Hypervolume of the feasible front on the study's two objectives, from the reference point
+    (accuracy 0, the second objective's budget where it has one, else the largest value seen)."""
+    import numpy as np
+
+    metric = plan.objectives[1].metric
+    limit = next((c.limit for c in plan.constraints if c.metric == metric), None)
+    feas = [r for r in recs if r.feasible]
+    ref_cost = limit if limit is not None else max((r.values[1] for r in recs), default=0.0)
+    ref = (0.0, float(ref_cost))
+    if not feas:
+        return 0.0, ref
+    return hypervolume_2d(np.array([r.values for r in feas], dtype=float), ref, plan.maximize()), ref
+
+
+def report(plan: Plan, study: optuna.Study) -> dict[str, Any]:
+    """The report of the study as it stands (written to report.json by the caller)."""
+    import optuna
+
+    c = plan.config
+    recs = records(study)
+    feas = [r for r in recs if r.feasible]
+    front = T.front(recs, plan.maximize())
+    best = T.best(recs)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    lat = [v for r in recs if (v := r.cost("latency_ms")) is not None]
+    trials = {
+        "budget": c.trials,
+        "complete": len(recs),
+        "feasible": len(feas),
+        "infeasible": len(recs) - len(feas),
+        "reused": sum(r.reused for r in recs),
+        "failed": sum(s == optuna.trial.TrialState.FAIL for s in states),
+        "running": sum(s == optuna.trial.TrialState.RUNNING for s in states),
+        "min_latency_ms": min(lat, default=None),
+    }
+    write_front(plan, front)
+    best_d = summary(plan, best) if best else None
+    hv, ref = hypervolume(plan, recs)
+    out: dict[str, Any] = {
+        "space": plan.space.name,
+        "dataset": c.dataset,
+        "device": plan.device.name,
+        "latency_budget_ms": c.latency_ms,
+        "also_devices": [
+            {"device": ch.device, "latency_budget_ms": b, "latency_model": ch.source.describe()}
+            for ch, b in zip(plan.also(), c.also_latency_ms, strict=True)
+        ],
+        "flops_budget_m": c.flops_m,
+        "params_budget_m": c.params_m,
+        "memory_budget_bytes": c.memory_bytes,
+        "size_budget_bytes": c.size_bytes,
+        "objectives": [{"metric": o.metric, "unit": o.unit, "direction": o.direction} for o in plan.objectives],
+        "constraints": [{"metric": k.metric, "limit": k.limit, "unit": k.unit, "flag": k.flag, "cheap": k.cheap} for k in plan.constraints],
+        "costs": [ch.source.describe() | {"metrics": [m.name for m in ch.metrics()], "cheap": ch.source.cheap} for ch in plan.charged],
+        "strategy": c.strategy,
+        "seed": c.seed,
+        "evaluator": plan.evaluator.describe() if plan.evaluator is not None else {"name": c.evaluator},
+        "latency_model": plan.latency.describe(),
+        "study": c.study,
+        "storage": _display(c.storage),
+        "trials": trials,
+        "hypervolume": hv,
+        "hypervolume_reference": list(ref),
+        "best": best_d,
+        "front": [summary(plan, r) for r in front],
+    }
+    # Flat keys for scripts: the best arch and its figures.
+    for key in ("arch", "accuracy", "accuracy_source", "test_accuracy", "latency_ms", "latency_source", "flops_m", "params_m"):
+        out[key] = best_d.get(key) if best_d else None
+    for key in ("memory_bytes", "size_bytes"):
+        if best_d and key in best_d:
+            out[key] = best_d[key]
+    out["measured_latency_ms"] = None
+    return out
+
+
+def _display(url: str) -> str:
+    from hwnas.storage import display_url
+
+    return display_url(url)
+
+
+def write_front(plan: Plan, front: list[TrialRecord]) -> None:
+    metrics = [m.name for ch in plan.charged if ch.device is None for m in ch.metrics()]
+    cols = ["trial", "arch", "accuracy", "test_accuracy", "latency_ms", "latency_source", *metrics]
+    tmp = plan.out / f"front.csv.{os.getpid()}.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in front:
+            w.writerow(summary(plan, r))
+    tmp.replace(plan.out / "front.csv")
+
+
+def write_report(plan: Plan, data: dict[str, Any]) -> None:
+    write_json(plan.out / "report.json", data)
+
+
+def export_best(plan: Plan, best: dict[str, Any], *, log: Any) -> dict[str, Any]:
+    """Export the best feasible arch to ``best.onnx`` (checked, parity, re-measured where it can be)."""
+    from hwnas.export import export_verified
+
+    arch = plan.space.from_string(best["arch"])
+    out = plan.out / "best.onnx"
+    log(f"exporting trial {best['trial']} to {out} (checker, parity, re-measure)")
+    meta = {
+        "trial": best["trial"],
+        "accuracy": best["accuracy"],
+        "accuracy_source": best["accuracy_source"],
+        "test_accuracy": best["test_accuracy"],
+        "device": plan.device.name,
+        "objectives": [o.metric for o in plan.objectives],
+        "budgets": {k.metric: k.limit for k in plan.constraints},
+    }
+    for key in ("latency_ms", "latency_source", "flops_m", "params_m", "memory_bytes", "size_bytes"):
+        if key in best:
+            meta[key] = best[key]
+    # An evaluator with trained weights (the supernet's) exports the network it scored, weights included.
+    build_trained = getattr(plan.evaluator, "build_trained", None)
+    trained = build_trained(arch) if build_trained is not None else None
+    with folder_lock(plan.out / ".export.lock"):  # workers sharing --out export one at a time
+        result = export_verified(plan.space, arch, out, device=plan.device, metadata=meta, seed=plan.config.seed, trained=trained)
+    d = result.as_dict()
+    d["predicted_latency_ms"] = best["latency_ms"]
+    d["predicted_source"] = best["latency_source"]
+    measured = d["measured_latency_ms"]
+    d["predicted_vs_measured_pct"] = None if measured is None else round(100.0 * (best["latency_ms"] - measured) / measured, 2)
+    if measured is None:
+        d["not_measured_because"] = f"{plan.device.name} is a table device; its latency comes from the benchmark table"
+    return d

@@ -1,0 +1,100 @@
+"""The run folder: checked before any work, its files written whole or not at all.
+
+It holds ``config.json`` (the resolved settings), ``study.journal`` (the default storage),
+``report.json``, ``front.csv`` and ``best.onnx``. Rerunning the same command in it resumes;
+other settings, or a folder made by an older hwnas, are refused, never mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import UsageError
+from hwnas.search.config import IDENTITY_VERSION
+
+#: The key of config.json that says which identity version the run was made with.
+VERSION_KEY = "identity_version"
+
+
+def older_hwnas(where: str, fix: str) -> UsageError:
+    return UsageError(
+        f"{where} was made by an older hwnas, whose study identity lacks the objective and the memory and size budgets; "
+        f"its trials cannot be mixed with this version's: {fix}"
+    )
+
+
+def check_identity(old: dict[str, Any], ident: dict[str, Any], *, where: str, fix: str) -> None:
+    """Refuse to resume a run whose settings differ from ``ident`` (naming the first difference)."""
+    if old.get("version") != IDENTITY_VERSION:
+        raise older_hwnas(where, fix)
+    diff = [k for k in ident if old.get(k) != ident[k]]
+    if diff:
+        k = diff[0]
+        raise UsageError(f"{where} holds a run with {k}={old.get(k)!r}, not {ident[k]!r}; rerun with the same settings to resume, or {fix}")
+
+
+def prepare(out: Path, ident: dict[str, Any]) -> None:
+    """Check that ``out`` is new, empty, or a run of the same settings, and writable."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; pick a new folder, e.g. --out runs/exp1")
+    if out.is_dir():
+        cfg = out / "config.json"
+        # Another worker sharing the folder may be a moment into its start: its files don't make the folder foreign.
+        starting = (".write-test", "study.journal", "config.json.")
+        if not cfg.exists() and any(not p.name.startswith(starting) for p in out.iterdir()):
+            raise UsageError(f"--out {out} is not empty and holds no hwnas run; pick a new or empty folder")
+        if cfg.exists():
+            try:
+                old = json.loads(cfg.read_text())
+            except (OSError, json.JSONDecodeError):
+                raise UsageError(f"{cfg} is unreadable; pick a new --out folder") from None
+            if not isinstance(old, dict):
+                raise UsageError(f"{cfg} is not an hwnas run configuration (not a JSON object); pick a new --out folder")
+            old_ident = {**old, "version": old.get(VERSION_KEY)}
+            check_identity(old_ident, ident, where=str(out), fix="pick another --out (or delete the folder to start again)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"  # per process: several workers may share the folder
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {out}: {exc.strerror}; pick a writable folder") from None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write whole or not at all: workers sharing the run folder may write and read it at once."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
+    tmp.replace(path)
+
+
+def json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextmanager
+def folder_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` among the processes of this machine (none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
