@@ -47,6 +47,13 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = obj
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (a plug-in's tests register and remove their own entries)."""
+        try:
+            return self._items.pop(name)
+        except KeyError:
+            raise ValueError(f"{self.kind} {name!r} is not registered") from None
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

@@ -129,6 +129,8 @@ _BYTES_EXAMPLE = "write a positive number with a unit B, KB, MB or GB (1 KB = 10
 
 
 def _bytes_hint(t: str) -> str:
+    if re.fullmatch(r"[+-]?[0-9.]*[eE][+-]?[0-9]+\s*([KMG]i?)?B?", t):
+        return " (no exponent notation: write 1000KB or 1MB)"
     if re.fullmatch(r"[+-]?[0-9.]+", t):
         return " (a unit is required)"
     if re.fullmatch(r"[0-9.]+\s+\w+", t):

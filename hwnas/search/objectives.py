@@ -55,6 +55,16 @@ class Constraint:
     def format(self, value: float) -> str:
         return format_value(value, self.unit)
 
+    def as_flag_value(self, value: float) -> str:
+        """``value`` as its flag takes it: ``5ms``, ``300M``, ``320KB``."""
+        if self.unit == "ms":
+            from hwnas.units import format_ms
+
+            return format_ms(value)
+        if self.unit == "bytes":
+            return format_bytes(value)
+        return f"{value:g}{self.unit if self.unit == 'M' else ''}"
+
 
 _SHORT = {
     "latency_ms": "latency",

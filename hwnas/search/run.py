@@ -109,7 +109,7 @@ class Search:
         con = next(k for k in self.plan.constraints if k.metric == metric)
         least = min(r.costs[metric] for r in recs if metric in r.costs)
         return (
-            f"none of {n} trials met the budgets: {misses[metric]} missed {con.flag} {con.format(con.limit)}; "
+            f"none of {n} trials met the budgets: {misses[metric]} missed {con.flag} {con.as_flag_value(con.limit)}; "
             f"the smallest {con.name} seen is {con.format(least)}; {hint} {where}"
         )
 
@@ -149,7 +149,7 @@ class Search:
                 f"{raise_} to at least {fix}"
             )
         return (
-            f"no {space} architecture can meet {con.flag} {con.format(con.limit)} ({con.name}): {what} "
+            f"no {space} architecture can meet {con.flag} {con.as_flag_value(con.limit)} ({con.name}): {what} "
             f"({self.space.to_string(arch)}) has {con.format(cost.value)} ({cost.source}); raise {con.flag} to at least {fix}"
         )
 
