@@ -78,6 +78,9 @@ def test_evaluator_refuses_the_space_or_evaluates_it(evaluator: str, space_name:
     assert isinstance(acc.source, str) and acc.source.strip()
     json.dumps(acc.extras)  # recorded as trial attributes
     json.dumps(ev.describe())
+    # The export asks every evaluator for the weights it scored: a network of the arch, or None.
+    trained = ev.build_trained(arch)
+    assert trained is None or (hasattr(trained, "model") and len(tuple(trained.input_shape)) == 3)
 
 
 @pytest.mark.parametrize(("evaluator", "space_name"), _pairs())

@@ -66,11 +66,18 @@ def check_train_device(device: str) -> None:
 
 
 class Evaluator(Protocol):
+    """Gives the accuracy of an architecture (see the module docstring)."""
+
     name: str
 
     def evaluate(self, arch: Arch, trial: Any = None) -> Accuracy: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+    def build_trained(self, arch: Arch) -> Any:
+        """The network it scored, with the weights it scored (a ``hwnas.export.TrainedNetwork``),
+        for the export; None where it keeps no weights (the export is then untrained)."""
+        ...
 
 
 EVALUATORS: Registry[Callable[..., Evaluator]] = Registry("evaluator")

@@ -49,5 +49,9 @@ class TableEvaluator:
             },
         )
 
+    def build_trained(self, arch: Arch) -> None:
+        """None: it keeps no trained weights (the export's weights are untrained)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"evaluator": self.name, "dataset": self.dataset, "signal": self.benchmark.signal}

@@ -164,6 +164,10 @@ class TrainEvaluator:
             text += f", images at their own {h}x{w} (the arch's resolution {arch['resolution']} sets latency only)"
         return text
 
+    def build_trained(self, arch: Arch) -> None:
+        """None: it keeps no trained weights (the export's weights are untrained)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         o = self.options
         return {

@@ -176,8 +176,7 @@ def export_best(plan: Plan, best: dict[str, Any], *, log: Any) -> dict[str, Any]
         if key in best:
             meta[key] = best[key]
     # An evaluator with trained weights (the supernet's) exports the network it scored, weights included.
-    build_trained = getattr(plan.evaluator, "build_trained", None)
-    trained = build_trained(arch) if build_trained is not None else None
+    trained = plan.evaluator.build_trained(arch) if plan.evaluator is not None else None
     with folder_lock(plan.out / ".export.lock"):  # workers sharing --out export one at a time
         result = export_verified(plan.space, arch, out, device=plan.device, metadata=meta, seed=plan.config.seed, trained=trained)
     d = result.as_dict()

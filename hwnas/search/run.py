@@ -281,3 +281,6 @@ class _FixedAccuracy:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source}
+
+    def build_trained(self, arch: Arch) -> None:
+        return None
