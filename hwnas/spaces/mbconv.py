@@ -237,12 +237,12 @@ class MBConvSpace(SearchSpace):
     def counts(self, arch: Arch) -> Counts:
         from hwnas.spaces._mbconv_counts import mbconv_counts
 
-        return mbconv_counts(self, self.validate(arch))
+        return mbconv_counts(self, arch)  # validates the arch
 
     def peak_memory_bytes(self, arch: Arch) -> int:
         from hwnas.spaces._mbconv_memory import mbconv_peak_bytes
 
-        return mbconv_peak_bytes(self, self.validate(arch))
+        return mbconv_peak_bytes(self, arch)  # validates the arch
 
     def input_shape(self, arch: Arch) -> tuple[int, int, int]:
         arch = self.validate(arch)

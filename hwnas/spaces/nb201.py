@@ -120,12 +120,12 @@ class NB201Space(SearchSpace):
     def counts(self, arch: Arch) -> Counts:
         from hwnas.spaces._nb201_counts import nb201_counts
 
-        return nb201_counts(self, self.validate(arch))
+        return nb201_counts(self, arch)  # validates the arch
 
     def peak_memory_bytes(self, arch: Arch) -> int:
         from hwnas.spaces._nb201_memory import nb201_peak_bytes
 
-        return nb201_peak_bytes(self, self.validate(arch))
+        return nb201_peak_bytes(self, arch)  # validates the arch
 
     def input_shape(self, arch: Arch) -> tuple[int, int, int]:
         _, h, w = DATASETS[self.dataset][0]
