@@ -226,7 +226,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     table = None
     if args.reuse and out.is_file():
         table = LatencyTable.load(out)
-        why = table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch)
+        why = table.mismatches_for(device)
         if why or table.space != space.name:
             log(f"not reusing {out} ({why[0] if why else 'another space'}); rebuilding")
             table = None
@@ -595,7 +595,8 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return its exit code: 0 done, 2 bad input, 3 unreachable budget,
+    """Run one command; return its exit code: 0 done, 2 bad input, 3 unreachable budget, 4 every
+    trial of a round failed (completed trials kept),
     1 an unexpected error (a bug: one line, the traceback with ``HWNAS_DEBUG=1``), 130 interrupted."""
     parser = build_parser()
     try:

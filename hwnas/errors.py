@@ -19,3 +19,10 @@ class InfeasibleError(HwnasError):
     """The budget cannot be met by anything the space can build (or anything seen)."""
 
     exit_code = 3
+
+
+class TrialsFailedError(HwnasError):
+    """Every trial of a round failed (e.g. no agent of a remote device answers): the search stops
+    instead of failing trial after trial; completed trials are kept and a rerun resumes."""
+
+    exit_code = 4

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from hwnas.cost._onnx import INPUT_NAME, OPSET, make_session, to_onnx_bytes
-from hwnas.cost.measure import Measurement, check_provider, measure_onnx
+from hwnas.cost.measure import Measurement
+from hwnas.cost.source import device_kind
 from hwnas.device import Device
 from hwnas.errors import HwnasError, UsageError
 from hwnas.spaces import Arch, SearchSpace
@@ -92,7 +93,7 @@ def export_verified(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise UsageError(f"export seed must be a whole number from 0 to {2**32 - 1}, got {seed!r}; e.g. --seed 0")
     if device is not None and device.measured:
-        check_provider(device.provider)  # the re-measurement would fail only after the export's work
+        device_kind(device.kind).preflight(device)  # the re-measurement would fail only after the export's work
     shape: tuple[int, ...]
     if trained is None:
         torch.manual_seed(seed)
@@ -153,8 +154,9 @@ def export_verified(
 
     _atomic_write(path, data)
     measurement = None
-    if device is not None and device.measured:
-        measurement = measure_onnx(str(path), shape, **device.measurement_settings())
+    measure = device_kind(device.kind).measure if device is not None else None
+    if device is not None and measure is not None:
+        measurement = measure(device, data, shape)
     return ExportResult(
         path=str(path),
         size_bytes=len(data),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.cost.lut import SCHEMA, SCHEMA_VERSION, LatencyTable, fingerprint, runtime_versions
+from hwnas.cost.lut import SCHEMA, SCHEMA_VERSION, LatencyTable
 from hwnas.device import Device
 from hwnas.errors import UsageError
 from hwnas.spaces import Arch, SearchSpace
@@ -34,9 +34,13 @@ ROUNDS = 3
 def measure_models(
     models: Sequence[tuple[bytes, tuple[int, ...]]], device: Device, *, rounds: int = ROUNDS, log: Log, what: str
 ) -> list[dict[str, Any]]:
-    """Median latency of each ONNX model over ``rounds`` interleaved passes (alternating order)."""
-    from hwnas.cost.measure import measure_onnx
+    """Median latency of each ONNX model over ``rounds`` interleaved passes (alternating order),
+    measured on ``device`` by its kind (this machine's ONNX Runtime, or a remote agent)."""
+    from hwnas.cost.source import device_kind
 
+    measure = device_kind(device.kind).measure
+    if measure is None:
+        raise UsageError(f"device {device.name!r} measures nothing (its latency comes from a table); profile a measured device")
     n = len(models)
     med = np.full((rounds, n), np.inf)
     stats: list[dict[str, Any]] = [{} for _ in range(n)]
@@ -45,7 +49,7 @@ def measure_models(
         order = range(n) if r % 2 == 0 else range(n - 1, -1, -1)
         for j, i in enumerate(order):
             data, shape = models[i]
-            m = measure_onnx(data, shape, **device.measurement_settings())
+            m = measure(device, data, shape)
             med[r, i] = m.median_ms
             if m.median_ms <= min(med[:, i]):
                 stats[i] = {"median_ms": m.median_ms, "p90_ms": m.p90_ms, "iqr_ms": m.iqr_ms, "count": m.repeats}
@@ -121,6 +125,10 @@ def build_table(
             f"device {device.name!r} is a table device (latencies come from its benchmark table); "
             "profile a measured device such as cpu or cuda"
         )
+    from hwnas.cost.source import device_kind
+
+    kind = device_kind(device.kind)
+    kind.preflight(device)  # e.g. an ONNX Runtime provider that is missing, an agent that is unreachable
     codec = space.lut_codec()
     codec.check_profile_options(resolutions=resolutions)
     calibrate = codec.default_calibrate if calibrate is None else calibrate
@@ -137,8 +145,8 @@ def build_table(
         "schema_version": SCHEMA_VERSION,
         "space": space.name,
         "space_options": {"resolutions": list(resolutions) if resolutions else None},
-        "device": {"name": device.name, "kind": device.kind, "provider": device.provider, "fingerprint": fingerprint(device.provider)},
-        "runtime": {**runtime_versions(), "opset": OPSET, "exporter": "torchscript"},
+        "device": {"name": device.name, "kind": device.kind, "provider": device.provider, "fingerprint": kind.fingerprint(device)},
+        "runtime": {**kind.runtime(device), "opset": OPSET, "exporter": "torchscript"},
         "measurement": {
             "threads": device.threads,
             "batch": device.batch,

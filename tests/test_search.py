@@ -229,3 +229,38 @@ def test_several_devices_each_with_a_budget(tmp_path: Path) -> None:
     # An unreachable budget on the second device ends at once, naming that device.
     with pytest.raises(InfeasibleError, match="raspi4"):
         Search(_config(tmp_path / "x", also_devices=["raspi4"], also_latency_ms=[0.001])).run()
+
+
+def test_a_round_of_failed_trials_stops_in_one_line_and_keeps_what_was_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hwnas.cli import main
+    from hwnas.evaluate import EvaluationFailed
+    from hwnas.search.pipeline import TrialPipeline
+
+    real = TrialPipeline.charge
+    calls = {"n": 0}
+
+    def dies_after_three(self, arch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise EvaluationFailed("no agent of device mypi answered: connection refused")
+        return real(self, arch)
+
+    monkeypatch.setattr(TrialPipeline, "charge", dies_after_three)
+    out = tmp_path / "run"
+    argv = ["search", "--device", "pixel3", "--latency", "50ms", "--trials", "10", "--strategy", "random", "--no-export", "-q"]
+    assert main([*argv, "--out", str(out)]) == 4
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "no agent of device mypi answered" in err and "rerun the same command to resume" in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["trials"]["complete"] == 3 and report["trials"]["failed"] >= 1
+    from hwnas.report import open_run_study
+
+    failed = [t for t in open_run_study(out)[1].get_trials() if t.state.name == "FAIL"]
+    assert failed and all("no agent" in t.user_attrs["failed_because"] for t in failed)
+    # Fixed, the same command resumes and fills the budget.
+    monkeypatch.undo()
+    assert main([*argv, "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["trials"]["complete"] == 10

@@ -1,7 +1,7 @@
 """No code execution from files a user can hand in: a static scan of hwnas's own source.
 
 Tables and results are JSON/CSV/NPZ read with schema checks, so nothing in ``hwnas/``,
-``tools/``, ``benchmarks/`` or ``examples/`` may unpickle (``pickle``/``dill``/``joblib``/
+``agent/``, ``tools/``, ``benchmarks/`` or ``examples/`` may unpickle (``pickle``/``dill``/``joblib``/
 ``shelve``/``marshal`` loads, ``np.load(allow_pickle=True)``, ``torch.load`` without
 ``weights_only=True``, ``pandas.read_pickle``), evaluate text (``eval``, ``exec``, ``compile``; so
 ONNX metadata and config values stay data), or load YAML with a loader that builds objects.
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCANNED = ("hwnas", "tools", "benchmarks", "examples")
+SCANNED = ("hwnas", "agent", "tools", "benchmarks", "examples")
 
 #: Calls that deserialise executable objects whatever their arguments.
 ALWAYS_UNSAFE = {

@@ -7,7 +7,10 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hwnas_agent.timing import INPUT_NAME
+from hwnas_agent.timing import make_session as _agent_session
 
 from hwnas.errors import UsageError
 
@@ -17,7 +20,6 @@ if TYPE_CHECKING:
 
 #: Pinned opset of every model hwnas writes (both exporters support it).
 OPSET = 18
-INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 EXPORTERS = ("dynamo", "torchscript")
 
@@ -102,13 +104,5 @@ def make_session(model: bytes | str, *, provider: str, threads: int = 1) -> onnx
             f"ONNX Runtime execution provider {provider!r} is not installed{hint}; "
             f"available here: {', '.join(available)}; e.g. use --device cpu"
         )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    providers: list[Any] = [provider]
-    if provider != "CPUExecutionProvider":
-        providers.append("CPUExecutionProvider")
-    return ort.InferenceSession(model, sess_options=opts, providers=providers)
+    # The session options live in hwnas_agent.timing so local and remote timings are the same code.
+    return _agent_session(model, provider=provider, threads=threads)

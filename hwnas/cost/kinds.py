@@ -44,12 +44,24 @@ def _ort_latency(device: Device, space: SearchSpace, request: LatencyRequest) ->
             )
         return MeasuredLatency(device, space)
     table = request.loaded if request.loaded is not None else LatencyTable.load(path)
-    why = table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch)
+    why = table.mismatches_for(device)
     if source == "auto" and why:
         if request.log:
             request.log(f"note: not using latency table {path} ({why[0]}); measuring live instead")
         return MeasuredLatency(device, space)
     return LookupTableLatency(device, space, table, allow_foreign=request.allow_foreign)
+
+
+def _ort_measure(device: Device, onnx_bytes: bytes, shape: tuple[int, ...]) -> Any:
+    from hwnas.cost.measure import measure_onnx
+
+    return measure_onnx(onnx_bytes, shape, **device.measurement_settings())
+
+
+def _ort_preflight(device: Device) -> None:
+    from hwnas.cost.measure import check_provider
+
+    check_provider(device.provider)
 
 
 def _ort_summary(device: Device) -> str:
@@ -60,6 +72,8 @@ ONNXRUNTIME = DeviceKind(
     name="onnxruntime",
     keys=ORT_KEYS,
     latency=_ort_latency,
+    measure=_ort_measure,
+    preflight=_ort_preflight,
     measured=True,
     summary=_ort_summary,
     spaces_text=lambda device: "any (measured)",

@@ -171,7 +171,7 @@ class LookupTableLatency(LatencyModel):
         if table.space != space.name:
             raise UsageError(f"latency table {table.path} is for space {table.space!r}, not {space.name!r}; pick the table of {space.name}")
         self.table = table
-        self.mismatches = table.mismatches(provider=device.provider, threads=device.threads, batch=device.batch)
+        self.mismatches = table.mismatches_for(device)
         if self.mismatches and not allow_foreign:
             raise UsageError(
                 f"latency table {table.path} was not built on this machine and runtime ({self.mismatches[0]}); rebuild it with "

@@ -162,15 +162,40 @@ class LatencyTable:
         self.path = str(path)
 
     # -- compatibility ------------------------------------------------------------
-    def mismatches(self, *, provider: str, threads: int, batch: int) -> list[str]:
-        """Why this table does not describe the current machine and settings ([] if it does)."""
+    def mismatches_for(self, device: Any) -> list[str]:
+        """Why this table does not describe ``device`` as it measures now ([] if it does): the
+        device's kind says its fingerprint and runtime (this machine's for onnxruntime devices,
+        the agent's for remote ones)."""
+        from hwnas.cost.source import device_kind
+
+        kind = device_kind(device.kind)
+        return self.mismatches(
+            provider=device.provider,
+            threads=device.threads,
+            batch=device.batch,
+            fingerprint_now=kind.fingerprint(device),
+            runtime_now=kind.runtime(device),
+        )
+
+    def mismatches(
+        self,
+        *,
+        provider: str,
+        threads: int,
+        batch: int,
+        fingerprint_now: dict[str, Any] | None = None,
+        runtime_now: dict[str, str] | None = None,
+    ) -> list[str]:
+        """Why this table does not describe the machine and settings ([] if it does); the machine
+        is this one unless ``fingerprint_now`` and ``runtime_now`` say another's."""
         out = []
-        fp_now, fp_then = fingerprint(provider), self.data["device"]["fingerprint"]
+        fp_now = fingerprint(provider) if fingerprint_now is None else fingerprint_now
+        fp_then = self.data["device"]["fingerprint"]
         for key in FINGERPRINT_KEYS:
             if fp_then.get(key) != fp_now.get(key):
                 out.append(f"{key} {fp_then.get(key)!r} != this machine's {fp_now.get(key)!r}")
         rt = self.data["runtime"]
-        now = runtime_versions()
+        now = runtime_versions() if runtime_now is None else runtime_now
         if rt.get("onnxruntime") != now["onnxruntime"]:
             out.append(f"onnxruntime {rt.get('onnxruntime')} != installed {now['onnxruntime']}")
         m = self.data["measurement"]

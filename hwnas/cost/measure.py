@@ -1,20 +1,23 @@
 """Live latency: run an ONNX model in ONNX Runtime with warm-up and repeats.
 
-The timed loop is kept as bare as a plain ``session.run`` loop (one ``perf_counter_ns``
-pair per call, a preallocated result array), so measuring costs no more than running;
+The timing core (session options, the timed loop, the statistics) is ``hwnas_agent.timing``,
+the same code the device agent runs, so a local and a remote measurement differ only in where
+they run. The timed loop is as bare as a plain ``session.run`` loop;
 ``benchmarks/measure_overhead.py`` checks the ratio.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
+from hwnas_agent import timing as _timing
+from hwnas_agent.timing import time_session
 
 from hwnas.cost._onnx import INPUT_NAME, make_session
 from hwnas.errors import UsageError
+
+__all__ = ["INPUT_NAME", "Measurement", "check_provider", "make_session", "measure_onnx", "time_session"]
 
 
 @dataclass(frozen=True)
@@ -53,20 +56,6 @@ def check_provider(provider: str) -> None:
         )
 
 
-def time_session(session: Any, feed: dict[str, np.ndarray], *, warmup: int, repeats: int) -> np.ndarray:
-    """Per-call wall times in ns of ``repeats`` runs after ``warmup`` untimed runs."""
-    run = session.run
-    for _ in range(warmup):
-        run(None, feed)
-    times = np.empty(repeats, dtype=np.int64)
-    clock = time.perf_counter_ns
-    for i in range(repeats):
-        t0 = clock()
-        run(None, feed)
-        times[i] = clock() - t0
-    return times
-
-
 def measure_onnx(
     model: bytes | str,
     input_shape: tuple[int, ...],
@@ -83,20 +72,7 @@ def measure_onnx(
     Returns the median, 90th percentile, interquartile range and minimum of the per-call
     times: medians because single outliers on shared machines reach 2-12x the median.
     """
-    if repeats < 1 or warmup < 0 or batch < 1 or threads < 1:
-        raise ValueError(f"need repeats >= 1, warmup >= 0, batch >= 1, threads >= 1; got {repeats}, {warmup}, {batch}, {threads}")
-    session = make_session(model, provider=provider, threads=threads)
-    x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
-    times_ms = time_session(session, {INPUT_NAME: x}, warmup=warmup, repeats=repeats) / 1e6
-    q25, q50, q75, q90 = np.percentile(times_ms, [25, 50, 75, 90])
+    check_provider(provider)
     return Measurement(
-        median_ms=float(q50),
-        p90_ms=float(q90),
-        iqr_ms=float(q75 - q25),
-        min_ms=float(times_ms.min()),
-        repeats=repeats,
-        warmup=warmup,
-        threads=threads,
-        batch=batch,
-        provider=provider,
+        **_timing.measure(model, input_shape, provider=provider, threads=threads, batch=batch, warmup=warmup, repeats=repeats, seed=seed)
     )

@@ -134,7 +134,13 @@ class DeviceKind:
         covers: whether the kind can give latencies for a space (default: any).
         measured: whether its latencies are measured live (so ``hwnas profile`` can build a table).
         summary: the "latency from" column of ``hwnas devices``.
-        fingerprint: identity details recorded with a run (the device's runtime), or none.
+        spaces_text: the "spaces" column of ``hwnas devices``.
+        measure: times ONNX model bytes on the device for an input shape (C, H, W) and returns a
+            :class:`hwnas.cost.measure.Measurement` (``hwnas profile``, the export's re-measurement);
+            None for kinds that measure nothing.
+        fingerprint: what identifies the hardware that measures (lookup tables are keyed to it).
+        runtime: the versions of the runtime that measures (lookup tables are keyed to them too).
+        preflight: called before any work; raises a one-line UsageError when the device cannot be used.
     """
 
     name: str
@@ -145,6 +151,22 @@ class DeviceKind:
     measured: bool = False
     summary: Callable[[Device], str] = lambda device: device.kind
     spaces_text: Callable[[Device], str] = lambda device: "any"
+    measure: Callable[[Device, bytes, tuple[int, ...]], Any] | None = None
+    fingerprint: Callable[[Device], dict[str, Any]] = lambda device: _local_fingerprint(device)
+    runtime: Callable[[Device], dict[str, str]] = lambda device: _local_runtime()
+    preflight: Callable[[Device], None] = lambda device: None
+
+
+def _local_fingerprint(device: Device) -> dict[str, Any]:
+    from hwnas.cost.lut import fingerprint
+
+    return fingerprint(device.provider)
+
+
+def _local_runtime() -> dict[str, str]:
+    from hwnas.cost.lut import runtime_versions
+
+    return runtime_versions()
 
 
 #: Device kinds, by the ``kind`` of a device file.
@@ -159,10 +181,11 @@ def _builtin() -> None:
     if _registered:
         return
     _registered = True
-    from hwnas.cost import analytic, kinds
+    from hwnas.cost import analytic, kinds, remote
 
     analytic.register(COST_SOURCES)
     kinds.register(DEVICE_KINDS)
+    remote.register(DEVICE_KINDS)
 
 
 def device_kind(name: str) -> DeviceKind:

@@ -227,6 +227,10 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
     space = build_space(c)
     device = get_device(c.device)
     others = [get_device(n) for n in c.also_devices]
+    from hwnas.cost.source import device_kind
+
+    for dev in (device, *others):
+        device_kind(dev.kind).preflight(dev)  # a missing provider, an unreachable agent: refused before any work
     request = _latency_request(c, device, say)
     charged = [Charged(latency_source(device, space, request), device=device.name, primary=True)]
     for dev in others:

@@ -86,9 +86,10 @@ class Coordinator:
         if count_done(study) + len(_running(study)) >= self.budget:
             study.stop()
 
-    def run(self, study: optuna.Study, *, strategy: str, seed: int, sampler_options: dict[str, Any], after_trial: Any) -> None:
+    def run(self, study: optuna.Study, *, strategy: str, seed: int, sampler_options: dict[str, Any], after_trial: Any) -> bool:
         """Run trials until the study's counted trials fill the budget, with any other workers
-        of the same study, then wait for their trials in flight so the report is final."""
+        of the same study, then wait for their trials in flight so the report is final. Returns
+        False when it stopped because every trial of a round failed (the budget is not met)."""
         from hwnas.evaluate import EvaluationFailed
 
         space = self.pipeline.space
@@ -112,7 +113,7 @@ class Coordinator:
                 ran_dry = count_done(study) == done
                 continue
             if not self.await_in_flight(study):
-                return
+                return not ran_dry or count_done(study) >= self.budget
 
     def await_in_flight(self, study: optuna.Study) -> bool:
         """Wait until no trial of another live worker is in flight (a trial whose worker is found

@@ -54,7 +54,14 @@ class TrialPipeline:
             prior = self.seen.get(key)
         if prior is not None:
             return self._reuse(trial, prior, arch)
-        costs, sources, details = self.charge(arch)
+        try:
+            costs, sources, details = self.charge(arch)
+        except EvaluationFailed as exc:  # e.g. no agent of a remote device answered
+            trial.set_user_attr(T.FAILED_BECAUSE, str(exc))
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr(T.FAILED_BECAUSE, "interrupted (Ctrl-C) while its costs were measured; its work is redone on resume")
+            raise
         record: dict[str, Any] = {T.ARCH: self.space.to_string(arch), T.COSTS: costs, T.COST_SOURCES: sources}
         if details:
             record[T.COST_DETAILS] = details

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from hwnas import trials as T
-from hwnas.errors import InfeasibleError
+from hwnas.errors import InfeasibleError, TrialsFailedError
 from hwnas.search import results
 from hwnas.search.config import IDENTITY_VERSION, Plan, SearchConfig, resolve
 from hwnas.search.coordinate import Coordinator, count_done
@@ -76,13 +76,16 @@ class Search:
             self._probe_budgets()
         if c.strategy == "darts":
             self._run_darts(study, done)
+            finished = True
         else:
             coordinator = Coordinator(self.pipeline, budget=int(c.trials or 0), log=self.log)
             options = {"latency_ms": c.latency_ms, "feasible": self._cheap_feasibility()}
-            coordinator.run(study, strategy=c.strategy, seed=c.seed, sampler_options=options, after_trial=self._after_trial)
+            finished = coordinator.run(study, strategy=c.strategy, seed=c.seed, sampler_options=options, after_trial=self._after_trial)
         report = results.report(plan, study)
         report["wall_time_s"] = round(time.perf_counter() - t0, 2)
         results.write_report(plan, report)
+        if not finished:
+            raise TrialsFailedError(self._all_failed(study, report))
         if report["best"] is None:
             raise InfeasibleError(self._none_feasible(report))
         if c.export:
@@ -91,6 +94,18 @@ class Search:
             report["wall_time_s"] = round(time.perf_counter() - t0, 2)
             results.write_report(plan, report)
         return report
+
+    def _all_failed(self, study: optuna.Study, report: dict[str, Any]) -> str:
+        """One line: the last round's trials all failed; why the last one did; what is kept."""
+        import optuna
+
+        failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        why = failed[-1].user_attrs.get(T.FAILED_BECAUSE, "no reason recorded") if failed else "no reason recorded"
+        t = report["trials"]
+        return (
+            f"stopped after {t['failed']} failed trial(s) in a row with {t['complete']} of {t['budget']} done; the last failed because: "
+            f"{why}; the {t['complete']} completed trials are kept in {self.out}: fix the cause and rerun the same command to resume"
+        )
 
     def _none_feasible(self, report: dict[str, Any]) -> str:
         """Why no trial is feasible: the budget missed most often, and the least value seen for it."""

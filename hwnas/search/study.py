@@ -24,7 +24,9 @@ def open_study(plan: Plan) -> optuna.Study:
     from hwnas.storage import open_storage
 
     c = plan.config
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a failed trial is logged by hwnas in one line with its reason (failed_because);
+    # Optuna's own warning would add its traceback for every one.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(c.storage)
     directions = [o.direction for o in plan.objectives]
     study = optuna.create_study(storage=storage, study_name=c.study, directions=directions, load_if_exists=True)
