@@ -360,10 +360,21 @@ def test_the_farm_fails_over_and_picks_a_restarted_agent_up_again(tmp_path: Path
 class FakeAgent:
     """Counts concurrent requests; ``fail`` makes it unavailable."""
 
+    connect_timeout_s = 1.0
+
     def __init__(self, url: str, *, fail: bool = False, seconds: float = 0.02) -> None:
         self.url, self.fail, self.seconds = url, fail, seconds
         self.active = self.most = self.calls = 0
         self.lock = threading.Lock()
+
+    def health(self, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """Busy while this process measures on it (other processes' requests are not modelled);
+        a failing agent's health request counts as a call, as a measurement would."""
+        if self.fail:
+            with self.lock:
+                self.calls += 1
+            raise AgentUnavailable(f"agent {self.url} is unreachable (connection refused)")
+        return {"busy": self.active > 0}
 
     def measure(self, onnx_bytes: bytes, settings: dict[str, Any]) -> dict[str, Any]:
         with self.lock:

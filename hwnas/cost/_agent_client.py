@@ -217,15 +217,45 @@ class Farm:
         mark = self._down.get(i)
         return mark is None or now - mark[0] >= self.cool_down_s
 
-    def _take(self, tried: set[int]) -> int | None:
-        """Under the lock: an idle usable agent not yet tried, waiting while the only candidates
-        are busy; None when none is left."""
+    def _not_busy_elsewhere(self, tried: set[int], errors: list[str]) -> int | None:
+        """Across processes: the first agent, in turn, whose health says it is not measuring for
+        another search worker now (each worker has its own farm; without this look, two workers
+        land on the same agent half the time and wait on its lock while another agent idles).
+        None with a single agent, or when every candidate is busy or silent."""
+        n = len(self.clients)
+        if n < 2:
+            return None
+        with self._cond:
+            now = self.clock()
+            order = sorted(range(n), key=lambda j: (j - self._next) % n)
+            order = [i for i in order if i not in tried and i not in self._busy and self._usable(i, now)]
+        for i in order:
+            try:
+                health = self.clients[i].health(timeout_s=self.clients[i].connect_timeout_s)
+            except AgentUnavailable as exc:
+                tried.add(i)
+                errors.append(str(exc))
+                with self._cond:
+                    self._down[i] = (self.clock(), str(exc))  # as a failed measurement would
+                continue
+            if not health.get("busy"):
+                return i
+        return None
+
+    def _take(self, tried: set[int], prefer: int | None = None) -> int | None:
+        """Under the lock: an idle usable agent not yet tried (``prefer`` when it still is),
+        waiting while the only candidates are busy; None when none is left."""
         while True:
             now = self.clock()
             candidates = [i for i in range(len(self.clients)) if i not in tried and self._usable(i, now)]
             if not candidates:
                 return None
             idle = [i for i in candidates if i not in self._busy]
+            if prefer in idle:
+                assert prefer is not None
+                self._next = (prefer + 1) % len(self.clients)
+                self._busy.add(prefer)
+                return prefer
             if idle:
                 # In turn from the one after the last taken, so a farm's agents share the work (an
                 # agent whose cool-down is over included: a restarted agent is picked up again).
@@ -247,8 +277,9 @@ class Farm:
         tried: set[int] = set()
         errors: list[str] = []
         while True:
+            prefer = self._not_busy_elsewhere(tried, errors)
             with self._cond:
-                i = self._take(tried)
+                i = self._take(tried, prefer)
                 if i is None:
                     now = self.clock()
                     for j, (t, why) in sorted(self._down.items()):
