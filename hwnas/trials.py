@@ -41,6 +41,10 @@ OVER_BUDGET = "over_budget"
 REUSED_FROM = "reused_from_trial"
 #: Why a trial failed (a crash, a killed worker, a diverged training).
 FAILED_BECAUSE = "failed_because"
+#: How the reason of a trial that was never run begins: another worker filled the budget first.
+#: Such a trial is no failure of any work, and reports do not count it (when it appears depends
+#: on the workers' timing, and every worker must write the same report).
+NOT_RUN = "not run:"
 #: The strategy that proposed the trial, where it is not the run's sampler (DARTS).
 STRATEGY = "strategy"
 #: Trial system attribute: the worker that ran the trial, with the trial's slot (which keys its seed).

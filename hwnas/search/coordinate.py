@@ -71,7 +71,7 @@ class Coordinator:
         """Refuse a trial whose slot is past the budget (other workers filled it in a race)."""
         slot = self._slots.pop(_optuna.trial_id(trial), None)
         if slot is not None and slot >= self.budget:
-            reason = f"not run: the {slot} trials done or in flight before it already fill the budget of {self.budget}"
+            reason = f"{T.NOT_RUN} the {slot} trials done or in flight before it already fill the budget of {self.budget}"
             trial.set_user_attr(T.FAILED_BECAUSE, reason)
             raise BudgetFilled(reason)
 

@@ -81,7 +81,9 @@ def report(plan: Plan, study: optuna.Study) -> dict[str, Any]:
     feas = [r for r in recs if r.feasible]
     front = T.front(recs, plan.maximize())
     best = T.best(recs)
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    # A trial another worker's budget made superfluous ("not run") is no failure, and counting it
+    # would make the workers' reports differ with their timing.
+    states = [t.state for t in study.get_trials(deepcopy=False) if not str(t.user_attrs.get(T.FAILED_BECAUSE, "")).startswith(T.NOT_RUN)]
     lat = [v for r in recs if (v := r.cost("latency_ms")) is not None]
     trials = {
         "budget": c.trials,
