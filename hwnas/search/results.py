@@ -82,8 +82,9 @@ def report(plan: Plan, study: optuna.Study) -> dict[str, Any]:
     front = T.front(recs, plan.maximize())
     best = T.best(recs)
     # A trial another worker's budget made superfluous ("not run") is no failure, and counting it
-    # would make the workers' reports differ with their timing.
-    states = [t.state for t in study.get_trials(deepcopy=False) if not str(t.user_attrs.get(T.FAILED_BECAUSE, "")).startswith(T.NOT_RUN)]
+    # would make the workers' reports differ with their timing; so is one in flight whose slot is
+    # past the budget (or that has no slot yet): it is about to be refused as "not run".
+    states = [t.state for t in study.get_trials(deepcopy=False) if not _superfluous(t, int(c.trials or 0))]
     lat = [v for r in recs if (v := r.cost("latency_ms")) is not None]
     trials = {
         "budget": c.trials,
@@ -134,6 +135,19 @@ def report(plan: Plan, study: optuna.Study) -> dict[str, Any]:
             out[key] = best_d[key]
     out["measured_latency_ms"] = None
     return out
+
+
+def _superfluous(trial: optuna.trial.FrozenTrial, budget: int) -> bool:
+    """A trial that never runs any work because the budget was filled before it."""
+    import optuna
+
+    if str(trial.user_attrs.get(T.FAILED_BECAUSE, "")).startswith(T.NOT_RUN):
+        return True
+    if trial.state != optuna.trial.TrialState.RUNNING:
+        return False
+    worker = trial.system_attrs.get(T.WORKER)
+    slot = worker.get(T.SLOT) if isinstance(worker, dict) else None
+    return not isinstance(slot, int) or slot >= budget
 
 
 def _display(url: str) -> str:
