@@ -40,3 +40,18 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 100-image slice of digits (10 per class; 60 train / 20 valid / 20 test images of 8x8) as
+    an ``npz:`` data spec: training evaluators run on it in about a second an epoch."""
+    import numpy as np
+
+    from hwnas.datasets import load_data
+
+    ds = load_data("digits")
+    idx = np.concatenate([np.flatnonzero(ds.y == c)[:10] for c in range(10)])
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x=ds.x[idx, 0], y=ds.y[idx])
+    return f"npz:{path}"

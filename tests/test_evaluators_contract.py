@@ -38,18 +38,6 @@ def _pairs() -> list[Any]:
     ]
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """100 digits (10 per class): 60 train / 20 valid / 20 test images of 8x8."""
-    from hwnas.datasets import load_data
-
-    ds = load_data("digits")
-    idx = np.concatenate([np.flatnonzero(ds.y == c)[:10] for c in range(10)])
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x=ds.x[idx, 0], y=ds.y[idx])
-    return f"npz:{path}"
-
-
 def _make_or_refuse(evaluator: str, space: str, data: str, **options: Any) -> Evaluator | None:
     """The evaluator, or None where its factory refuses the space (checked to be one line)."""
     try:

@@ -231,18 +231,6 @@ class _NotAllowed:
 
 
 # -- the evaluator ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A 100-image slice of digits (10 per class): the evaluator trains on 60 of them in a second an epoch."""
-    from hwnas.datasets import load_data
-
-    ds = load_data("digits")
-    idx = np.concatenate([np.flatnonzero(ds.y == c)[:10] for c in range(10)])
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x=ds.x[idx, 0], y=ds.y[idx])
-    return f"npz:{path}"
-
-
 def test_evaluator_refuses_other_spaces_and_options(tiny_data: str) -> None:
     with pytest.raises(UsageError, match=r"mbconv only, not 'nb201'.*--evaluator train"):
         make_evaluator("supernet", get_space("nb201"))

@@ -5,6 +5,7 @@ latency source for a device, a space and the user's ``--latency-source``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hwnas.cost.source import CostSource, DeviceKind, KeySpec, LatencyRequest
@@ -24,17 +25,18 @@ ORT_KEYS = {
 }
 
 
-def _ort_latency(device: Device, space: SearchSpace, request: LatencyRequest) -> CostSource:
-    """``auto``: this device's lookup table when one was built on this machine and runtime, else
-    live measurement; ``lut`` and ``measure`` force one."""
-    from hwnas.cost.latency import LookupTableLatency, MeasuredLatency
+def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, live: Callable[[], CostSource]) -> CostSource:
+    """The latency source of a device that measures: ``auto``, this device's lookup table when one
+    was built through it and still matches it, else ``live()``; ``lut`` and ``measure`` force one;
+    ``table`` is refused. Shared by every kind that measures (onnxruntime here, remote agents)."""
+    from hwnas.cost.latency import LookupTableLatency
     from hwnas.cost.lut import LatencyTable, find_table
 
     source = request.source
     if source == "table":
         raise UsageError(f"device {device.name!r} has no benchmark table; use --latency-source lut, measure or auto")
     if source == "measure":
-        return MeasuredLatency(device, space)
+        return live()
     path = request.table or find_table(device.name, space.name)
     if path is None:
         if source == "lut":
@@ -42,14 +44,20 @@ def _ort_latency(device: Device, space: SearchSpace, request: LatencyRequest) ->
                 f"no latency table for {device.name}/{space.name} (looked for {device.name}-{space.name}.json in ./latency_tables); "
                 f"build it with 'hwnas profile --device {device.name} --space {space.name}'"
             )
-        return MeasuredLatency(device, space)
+        return live()
     table = request.loaded if request.loaded is not None else LatencyTable.load(path)
     why = table.mismatches_for(device)
     if source == "auto" and why:
         if request.log:
             request.log(f"note: not using latency table {path} ({why[0]}); measuring live instead")
-        return MeasuredLatency(device, space)
+        return live()
     return LookupTableLatency(device, space, table, allow_foreign=request.allow_foreign)
+
+
+def _ort_latency(device: Device, space: SearchSpace, request: LatencyRequest) -> CostSource:
+    from hwnas.cost.latency import MeasuredLatency
+
+    return table_or_live(device, space, request, lambda: MeasuredLatency(device, space))
 
 
 def _ort_measure(device: Device, onnx_bytes: bytes, shape: tuple[int, ...]) -> Any:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hwnas.cost._agent_client import COOL_DOWN_S, PROTOCOL, AgentClient, AgentUnavailable, Farm
-from hwnas.cost.latency import Latency, LatencyModel
+from hwnas.cost.latency import Latency, MeasuredLatency
 from hwnas.cost.source import CostSource, DeviceKind, KeySpec, LatencyRequest
 from hwnas.errors import UsageError
 
@@ -145,11 +145,11 @@ def measure_settings(device: Device, shape: tuple[int, ...]) -> dict[str, Any]:
 
 
 # -- the latency source -------------------------------------------------------------
-class RemoteLatency(LatencyModel):
-    """Export the candidate to ONNX here and have an agent of the device time it there."""
+class RemoteLatency(MeasuredLatency):
+    """Export the candidate to ONNX here and have an agent of the device time it there (the
+    same measurement as :class:`MeasuredLatency`, taken on the device)."""
 
     kind = "remote"
-    cheap = False
 
     def __init__(self, device: Device, space: SearchSpace, farm: Farm | None = None) -> None:
         super().__init__(device, space)
@@ -175,10 +175,6 @@ class RemoteLatency(LatencyModel):
         }
         return Latency(ms=float(m["median_ms"]), source=SOURCE, details=details)
 
-    def lower_bound_latency(self) -> tuple[Latency, Arch]:
-        arch = self.space.smallest()
-        return self.latency(arch), arch
-
     def _fingerprints(self) -> dict[str, dict[str, Any]]:
         if not self.farm.fingerprints():
             try:
@@ -188,19 +184,7 @@ class RemoteLatency(LatencyModel):
         return self.farm.fingerprints()
 
     def describe(self) -> dict[str, Any]:
-        d = self.device
-        return {
-            "device": d.name,
-            "source": self.kind,
-            "urls": self.farm.urls,
-            "provider": d.provider,
-            "threads": d.threads,
-            "batch": d.batch,
-            "warmup": d.warmup,
-            "repeats": d.repeats,
-            "statistic": "median",
-            "fingerprints": self._fingerprints(),
-        }
+        return super().describe() | {"urls": self.farm.urls, "fingerprints": self._fingerprints()}
 
     def warnings(self) -> list[str]:
         return farm_warnings(self.device, self._fingerprints())
@@ -226,30 +210,11 @@ def farm_warnings(device: Device, fingerprints: dict[str, dict[str, Any]]) -> li
 def _latency(device: Device, space: SearchSpace, request: LatencyRequest) -> CostSource:
     """``auto``: this device's lookup table when one was built through it, else live remote
     measurement; ``lut`` and ``measure`` force one; ``table`` is refused."""
-    from hwnas.cost.latency import LookupTableLatency
-    from hwnas.cost.lut import LatencyTable, find_table
+    from hwnas.cost.kinds import table_or_live
 
-    source = request.source
-    if source == "table":
-        raise UsageError(f"device {device.name!r} has no benchmark table; use --latency-source lut, measure or auto")
-    _preflight_once(device)  # the table's check asks the agents too; one line before any work
-    if source == "measure":
-        return RemoteLatency(device, space)
-    path = request.table or find_table(device.name, space.name)
-    if path is None:
-        if source == "lut":
-            raise UsageError(
-                f"no latency table for {device.name}/{space.name} (looked for {device.name}-{space.name}.json in ./latency_tables); "
-                f"build it with 'hwnas profile --device {device.name} --space {space.name}'"
-            )
-        return RemoteLatency(device, space)
-    table = request.loaded if request.loaded is not None else LatencyTable.load(path)
-    why = table.mismatches_for(device)
-    if source == "auto" and why:
-        if request.log:
-            request.log(f"note: not using latency table {path} ({why[0]}); measuring live instead")
-        return RemoteLatency(device, space)
-    return LookupTableLatency(device, space, table, allow_foreign=request.allow_foreign)
+    if request.source != "table":
+        _preflight_once(device)  # the table's check asks the agents too; one line before any work
+    return table_or_live(device, space, request, lambda: RemoteLatency(device, space))
 
 
 def _measure(device: Device, onnx_bytes: bytes, shape: tuple[int, ...]) -> Measurement:
