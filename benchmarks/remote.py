@@ -11,9 +11,13 @@ Agents run here as subprocesses on 127.0.0.1 (``python -m hwnas_agent``), so "re
    journal study, random strategy, live latency through the farm) run ``--trials`` trials with
    a farm of one agent, then with a farm of two; the figure is trials per second (completed
    trials over the window from the first trial's start to the last one's end) with 2 over with 1
-   (limit 1.7). Each measurement takes ``--repeats`` runs (default 1000, about 1.5 s for an NB201
-   network here): on a real edge device measuring dominates a trial, which is what a farm
-   parallelises; here the agents share the search machine's 2 cores with the workers.
+   (limit 1.7). On a real edge device measuring dominates a trial, which is what a farm
+   parallelises, so each measurement here takes as long as a default measurement (20 warm-up
+   and 100 timed runs) of the median NB201 network on a Raspberry Pi 4 (25.7 ms in the shipped
+   HW-NAS-Bench table, so about 3.1 s): ``--repeats`` defaults to 120 x 25.7 ms over this CPU's
+   median NB201 latency. Here the agents also share the search machine's 2 cores with the
+   workers, whose exports (about 0.2 s of CPU a trial) slow them: the most 2 agents can reach
+   here is about 2A / (A + W) for a measurement of A seconds and W seconds of worker CPU.
 3. **A lookup table built through an agent.** ``hwnas profile --device <farm> --space nb201
    --check 50``: the share of held-out networks within +-10 % and Kendall tau (limits 95 %, 0.9).
 
@@ -99,7 +103,35 @@ def remote_vs_local(n: int, url: str, token: str) -> dict[str, Any]:
     return {"ratios": ratios, "median_ratio": med}
 
 
-def throughput(trials: int, devices: Path, work: Path, names: tuple[str, str]) -> dict[str, Any]:
+#: Runs of a default measurement (20 warm-up + 100 timed).
+DEFAULT_RUNS = 120
+
+
+def pi4_repeats(networks: int = 20) -> int:
+    """Timed runs that make a measurement of the median NB201 network here take as long as a
+    default one on a Raspberry Pi 4 (its median is read from the shipped table)."""
+    from hwnas.benchdata import nb201_latency
+    from hwnas.cost._onnx import to_onnx_bytes
+    from hwnas.cost.measure import measure_onnx
+    from hwnas.spaces import get_space
+
+    pi4 = float(np.median(nb201_latency("raspi4")))
+    space = get_space("nb201")
+    rng = np.random.default_rng(1)
+    here = statistics.median(
+        measure_onnx(to_onnx_bytes(space.build(a), (3, 32, 32), exporter="torchscript"), (3, 32, 32), warmup=10, repeats=50).median_ms
+        for a in (space.sample(rng) for _ in range(networks))
+    )
+    repeats = int(round(DEFAULT_RUNS * pi4 / here, -2))
+    print(
+        f"    a default measurement of the median NB201 network on a Raspberry Pi 4 takes {DEFAULT_RUNS} x {pi4:.1f} ms = "
+        f"{DEFAULT_RUNS * pi4 / 1e3:.1f} s; the median here is {here:.3f} ms, so figure 2 uses {repeats} repeats",
+        flush=True,
+    )
+    return repeats
+
+
+def throughput(trials: int, devices: Path, work: Path, names: tuple[str, str], workers: int = 2) -> dict[str, Any]:
     env = {**os.environ, "HWNAS_DEVICES": str(devices)}
     out: dict[str, Any] = {}
     for name in names:
@@ -107,7 +139,7 @@ def throughput(trials: int, devices: Path, work: Path, names: tuple[str, str]) -
         cmd = [sys.executable, "-m", "hwnas", "search", "--device", name, "--latency", "100ms", "--strategy", "random"]
         cmd += ["--trials", str(trials), "--no-export", "-q", "--out", str(run)]
         t0 = time.perf_counter()
-        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
         for p in procs:
             _, err = p.communicate()
             if p.returncode != 0:
@@ -123,7 +155,7 @@ def throughput(trials: int, devices: Path, work: Path, names: tuple[str, str]) -
         window = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
         out[name] = {"seconds": wall, "window_s": window, "trials": len(done), "trials_per_s": len(done) / window}
         print(
-            f"    {name}: 2 workers, {len(done)} trials in a {window:.1f} s window ({wall:.1f} s with start-up) = "
+            f"    {name}: {workers} workers, {len(done)} trials in a {window:.1f} s window ({wall:.1f} s with start-up) = "
             f"{len(done) / window:.2f} trials/s",
             flush=True,
         )
@@ -161,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--repeats",
         type=int,
-        default=1000,
-        help="timed runs per measurement in figure 2's device files (default 1000: about 1.5 s a network, as an edge device takes)",
+        help="timed runs per measurement in figure 2's device files (default: as long a measurement as a Raspberry Pi 4 takes)",
     )
+    p.add_argument("--workers", type=int, default=2, help="search workers in figure 2 (default 2)")
     p.add_argument("--check", type=int, default=50)
     args = p.parse_args(argv)
     only = set(args.only or (1, 2, 3))
@@ -178,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             urls = [u for _, u in agents]
             devices = work / "devices"
-            device_file(devices, "farm1", urls[:1], token_file, args.repeats)
-            device_file(devices, "farm2", urls, token_file, args.repeats)
+            repeats = args.repeats or (pi4_repeats() if 2 in only else 100)
+            device_file(devices, "farm1", urls[:1], token_file, repeats)
+            device_file(devices, "farm2", urls, token_file, repeats)
             device_file(devices, "agent", urls[:1], token_file, 100)
             if 1 in only:
                 results["remote_vs_local"] = remote_vs_local(args.models, urls[0], token)
             if 2 in only:
-                results["throughput"] = throughput(args.trials, devices, work, ("farm1", "farm2"))
+                results["throughput"] = throughput(args.trials, devices, work, ("farm1", "farm2"), args.workers)
             if 3 in only:
                 results["table"] = table_through_agent(devices, "agent", work, args.check)
         finally:

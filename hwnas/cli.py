@@ -205,6 +205,12 @@ def _print_summary(report: dict[str, Any], out: Any) -> None:
             else ex.get("not_measured_because", "")
         )
         print(f"  exported {ex['path']}: {ex['checker']}, parity {ex['parity_max_abs_diff']:.1e}, {m}")
+    rc = report.get("recheck") or {}
+    if rc.get("done"):
+        print(f"  {rc['message']}")
+    ref = report.get("reference")
+    if ref:
+        print(f"  {ref['message']}")
     print(f"front: {len(report['front'])} architectures in {out}/front.csv; report in {out}/report.json")
 
 
@@ -372,15 +378,50 @@ def cmd_devices(args: argparse.Namespace) -> int:
     from hwnas.device import get_device, list_devices
 
     rows = [get_device(n) for n in list_devices()]
+    # Live state (each agent of a remote device: health, fingerprint, clock, temperature).
+    live = {d.name: status(d, STATUS_TIMEOUT_S) for d in rows if (status := device_kind(d.kind).status) is not None}
     if args.json:
         print(
-            json.dumps([{"name": d.name, "kind": d.kind, "spaces": d.spaces_text(), "description": d.description} for d in rows], indent=2)
+            json.dumps(
+                [
+                    {"name": d.name, "kind": d.kind, "spaces": d.spaces_text(), "description": d.description}
+                    | ({"agents": live[d.name]} if d.name in live else {})
+                    for d in rows
+                ],
+                indent=2,
+            )
         )
         return 0
     print(f"{'device':<16} {'latency from':<22} {'spaces':<16} description")
     for d in rows:
         print(f"{d.name:<16} {device_kind(d.kind).summary(d):<22} {d.spaces_text():<16} {d.description}")
+        for agent in live.get(d.name, []):
+            print(f"    {agent['agent']}  {_agent_line(agent)}")
     return 0
+
+
+#: Seconds ``hwnas devices`` waits for a live answer (agents are asked in parallel).
+STATUS_TIMEOUT_S = 3.0
+
+
+def _agent_line(a: dict[str, Any]) -> str:
+    """One agent's live state in words."""
+    if not a.get("up"):
+        return f"down: {a.get('why')}"
+    isa = " ".join(a.get("isa") or [])
+    parts = [
+        f"up, {'measuring' if a.get('busy') else 'idle'}, {a.get('measurements')} measurement(s) so far",
+        f"{a.get('cpu')} ({a.get('machine')}{'; ' + isa if isa else ''})",
+        f"onnxruntime {a.get('onnxruntime')} ({', '.join(p.replace('ExecutionProvider', '') for p in a.get('providers') or [])})",
+    ]
+    if a.get("cpu_mhz") is not None:
+        parts.append(f"{a['cpu_mhz']:g} MHz")
+    if a.get("temperature_c") is not None:
+        parts.append(f"{a['temperature_c']:g} °C")
+    if a.get("load_1m") is not None:
+        parts.append(f"load {a['load_1m']:g}")
+    parts.append(f"host {a.get('hostname')}")
+    return "; ".join(parts)
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:

@@ -252,6 +252,10 @@ def _age_s(trial: optuna.trial.FrozenTrial) -> float:
 
 def trial_is_judged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a RUNNING trial will end or be failed without anyone here acting: its worker is a
-    live process of this machine, or the storage has a heartbeat (a silent worker is failed)."""
+    live process of this machine, or the storage has a heartbeat (a silent worker is failed), or
+    it is a moment old and has no worker yet (its worker records itself at once, else
+    :func:`fail_stale_trials` fails it after ``GRACE_S``)."""
     record = trial.system_attrs.get(WORKER_ATTR)
+    if record is None and _age_s(trial) <= GRACE_S:
+        return True
     return has_heartbeat(_optuna.storage_of(study)) or (isinstance(record, dict) and record.get("machine") == _machine())

@@ -142,3 +142,18 @@ def test_passwords_are_masked_in_messages() -> None:
     with pytest.raises(UsageError) as err:
         open_storage("nosuchdb://user:secret@127.0.0.1:1/db")
     assert "secret" not in str(err.value) and "***" in str(err.value)
+
+
+def test_a_trial_a_moment_old_without_a_worker_yet_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker records itself on its trial just after creating it: in that moment, another
+    worker about to report must still wait for the trial (else its report misses one)."""
+    import hwnas.storage as storage_mod
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    (frozen,) = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    assert WORKER_ATTR not in frozen.system_attrs
+    assert storage_mod.trial_is_judged(study, frozen)  # young, no worker yet: it will get one (or be failed)
+    monkeypatch.setattr(storage_mod, "_age_s", lambda t: storage_mod.GRACE_S + 1)
+    assert not storage_mod.trial_is_judged(study, frozen)  # then fail_stale_trials fails it, nothing to wait for
+    assert storage_mod.fail_stale_trials(study) == [trial.number]

@@ -206,6 +206,7 @@ def test_search_measures_every_trial_on_the_agents(agents: list[AgentProc], devi
     urls = [a.url for a in agents]
     write_device(devices, urls, agents[0].token_file)
     argv = ["search", "--device", "mypi", "--latency", "50ms", "--trials", "6", "--strategy", "random", "--no-export", "--json"]
+    before = sum(int(a.health()["measurements"]) for a in agents)
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     records, _ = _records(report["storage"])
@@ -216,6 +217,31 @@ def test_search_measures_every_trial_on_the_agents(agents: list[AgentProc], devi
     assert {_agent_of(r) for r in records} == set(urls)  # the farm shares the work
     (cost,) = [c for c in report["costs"] if c.get("source") == "remote"]
     assert cost["urls"] == urls and set(cost["fingerprints"]) == set(urls)
+    # The reference network on each agent (separate devices drift separately), at the start and the end.
+    units = report["reference"]["units"]
+    assert set(units) == set(urls) and all([p["trials_done"] for p in u["series"]] == [0, 6] for u in units.values())
+    assert all(p["load_1m"] is not None for u in units.values() for p in u["series"])
+    # The front re-measured through the farm, predicted (the search's measurement) against re-measured.
+    rc = report["recheck"]
+    assert rc["done"] and rc["n"] == len(report["front"]) and all(m["measured_source"] == "measured (remote)" for m in rc["members"])
+    measured = sum(not r.reused for r in records)
+    # The probe, the trials, the reference twice on each agent, the front: nothing else, nothing twice.
+    assert sum(int(a.health()["measurements"]) for a in agents) - before == 1 + measured + 2 * 2 + rc["n"]
+
+
+def test_hwnas_devices_shows_each_agents_live_state(agents: list[AgentProc], devices: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    down = f"http://127.0.0.1:{_closed_port()}"
+    write_device(devices, [agents[0].url, down], agents[0].token_file)
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    (up_line,) = [line for line in out.splitlines() if line.strip().startswith(agents[0].url)]
+    (down_line,) = [line for line in out.splitlines() if line.strip().startswith(down)]
+    fp = agents[0].health()["fingerprint"]
+    assert "up, idle" in up_line and fp["cpu"] in up_line and f"onnxruntime {fp['onnxruntime']}" in up_line and "load " in up_line
+    assert "down: unreachable (connection refused)" in down_line
+    assert main(["devices", "--json"]) == 0
+    (mypi,) = [d for d in json.loads(capsys.readouterr().out) if d["name"] == "mypi"]
+    assert [a["up"] for a in mypi["agents"]] == [True, False] and mypi["agents"][0]["hostname"] == fp["hostname"]
 
 
 @pytest.mark.slow
@@ -419,3 +445,39 @@ def test_a_farm_of_different_devices_is_warned_about(tmp_path: Path) -> None:
     assert farm_warnings(device, {"http://a:1": same, "http://b:1": dict(same)}) == []
     (line,) = farm_warnings(device, {"http://a:1": same, "http://b:1": {**same, "cpu": "Cortex-A76"}})
     assert "not identical" in line and "'Cortex-A72' at http://a:1 != 'Cortex-A76' at http://b:1" in line and "\n" not in line
+
+
+@pytest.mark.slow
+def test_profile_through_two_agents_then_search_with_the_table(
+    agents: list[AgentProc], devices: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The table is built through the farm and keyed to the agents; a search predicts with it and
+    re-measures its front through the farm (lookup table against re-measured)."""
+    import numpy as np
+
+    from hwnas.benchdata import nb201_table as bench
+    from hwnas.cost.lut import LatencyTable
+    from hwnas.profile import build_table
+    from hwnas.spaces import _nb201_graph as nb201_graph
+
+    # The real cell-structure features take ~40 s (they are tested in test_lut); stand-ins here.
+    fake = np.stack([nb201_graph.op_counts(bench().genotype(i)) * 2 for i in range(bench().n)]).astype(np.int16)
+    fake = np.pad(fake, ((0, 0), (0, 2 * len(nb201_graph.NODE_TYPES) - fake.shape[1])))
+    monkeypatch.setattr(nb201_graph, "all_cell_features", lambda provider, **kw: fake)
+    write_device(devices, [a.url for a in agents], agents[0].token_file, repeats=10)
+    device = get_device("mypi")
+    before = [int(a.health()["measurements"]) for a in agents]
+    table = build_table(get_space("nb201"), device, calibrate=8, check=4, seed=1)
+    assert all(int(a.health()["measurements"]) > b for a, b in zip(agents, before, strict=True))  # both agents measured
+    fp = agents[0].health()["fingerprint"]
+    assert table.data["device"]["fingerprint"]["cpu"] == fp["cpu"] and table.data["runtime"]["onnxruntime"] == fp["onnxruntime"]
+    path = tmp_path / "mypi-nb201.json"
+    table.save(path)
+    assert LatencyTable.load(path).mismatches_for(device) == []
+    argv = ["search", "--device", "mypi", "--latency", "50ms", "--trials", "8", "--strategy", "random", "--no-export"]
+    assert main([*argv, "--latency-source", "lut", "--table", str(path), "--json", "--out", str(tmp_path / "run")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["latency_source"] == "lookup table"
+    rc = report["recheck"]
+    assert rc["done"] and rc["n"] == len(report["front"]) and {m["predicted_source"] for m in rc["members"]} == {"lookup table"}
+    assert all(m["measured_source"] == "measured (remote)" for m in rc["members"])

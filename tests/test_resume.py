@@ -227,3 +227,26 @@ def test_a_silent_worker_on_a_heartbeat_storage_is_failed_after_the_grace_period
     got = {t.number: t for t in study.get_trials()}
     assert "no heartbeat" in got[silent.number].user_attrs[FAILED_BECAUSE]
     assert got[beating.number].state == State.RUNNING
+
+
+def test_a_worker_starting_as_another_writes_config_json_is_not_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers on a fresh --out: the other's config.json may appear between this worker's
+    look for it and its listing of the folder; the folder is then a run, not foreign files."""
+    from hwnas.search.rundir import VERSION_KEY, prepare
+
+    config = SearchConfig(device="pixel3", latency_ms=5.0, trials=4, out=str(tmp_path / "run"))
+    out = Path(config.out)
+    out.mkdir()
+    (out / "config.json.999.tmp").write_text("")
+    real = Path.iterdir
+
+    def racing(self: Path) -> Any:
+        if self == out and not (out / "config.json").exists():
+            ident = config.identity()
+            (out / "config.json").write_text(
+                json.dumps({k: v for k, v in ident.items() if k != "version"} | {VERSION_KEY: ident["version"]})
+            )
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", racing)
+    prepare(out, config.identity())  # before the fix: "--out ... is not empty and holds no hwnas run"

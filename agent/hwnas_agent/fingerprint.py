@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import os
 import platform
 import socket
 from typing import Any
@@ -79,6 +80,19 @@ def temperature_c() -> float | None:
     return round(max(temps), 1) if temps else None
 
 
+def load_1m() -> float | None:
+    """The one-minute load average (runnable processes), or None where the OS has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def dynamic() -> dict[str, Any]:
+    """What changes while the agent runs: ``cpu_mhz``, ``temperature_c`` and ``load_1m``, read now."""
+    return {"cpu_mhz": cpu_mhz(), "temperature_c": temperature_c(), "load_1m": load_1m()}
+
+
 def fingerprint() -> dict[str, Any]:
-    """The static part plus ``cpu_mhz`` and ``temperature_c`` read now."""
-    return {**static(), "cpu_mhz": cpu_mhz(), "temperature_c": temperature_c()}
+    """The static part plus :func:`dynamic`."""
+    return {**static(), **dynamic()}

@@ -304,6 +304,36 @@ class Farm:
                     self._busy.discard(i)
                     self._cond.notify_all()
 
+    def measure_each(self, onnx_bytes: bytes, settings: dict[str, Any]) -> dict[str, dict[str, Any] | str]:
+        """The model measured on every agent (in parallel: each is its own device), each agent
+        taken once this process's measurement on it is over: URL -> the agent's answer, or why it
+        gave none (an agent in its cool-down is not asked)."""
+
+        def on(i: int) -> dict[str, Any] | str:
+            with self._cond:
+                if not self._usable(i, self.clock()):
+                    return f"agent {self.clients[i].url} is down ({self._down[i][1]})"
+                while i in self._busy:
+                    self._cond.wait()
+                self._busy.add(i)
+            try:
+                answer = self.clients[i].measure(onnx_bytes, settings)
+            except AgentUnavailable as exc:
+                with self._cond:
+                    self._down[i] = (self.clock(), str(exc))
+                return str(exc)
+            finally:
+                with self._cond:
+                    self._busy.discard(i)
+                    self._cond.notify_all()
+            with self._cond:
+                self._down.pop(i, None)
+            return answer
+
+        with ThreadPoolExecutor(max_workers=min(16, len(self.clients))) as pool:
+            answers = list(pool.map(on, range(len(self.clients))))
+        return dict(zip(self.urls, answers, strict=True))
+
     def health(self, *, timeout_s: float | None = None) -> dict[str, dict[str, Any] | str]:
         """Every agent's health answer (asked in parallel), or why it gave none: URL -> answer | error."""
 

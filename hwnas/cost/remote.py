@@ -236,6 +236,56 @@ def _measure(device: Device, onnx_bytes: bytes, shape: tuple[int, ...]) -> Measu
     )
 
 
+def _measure_each(device: Device, onnx_bytes: bytes, shape: tuple[int, ...]) -> dict[str, dict[str, Any] | str]:
+    """The model timed on every agent of the farm, with each agent's clock and temperature."""
+    answers = farm_of(device).measure_each(onnx_bytes, measure_settings(device, tuple(shape)) | {"node_providers": False})
+    out: dict[str, dict[str, Any] | str] = {}
+    for url, answer in answers.items():
+        if isinstance(answer, str):
+            out[url] = answer
+            continue
+        m, fp = answer["measurement"], answer.get("fingerprint") or {}
+        out[url] = {
+            "median_ms": float(m["median_ms"]),
+            "p90_ms": m.get("p90_ms"),
+            "iqr_ms": m.get("iqr_ms"),
+            "cpu_mhz": fp.get("cpu_mhz"),
+            "temperature_c": fp.get("temperature_c"),
+            "load_1m": fp.get("load_1m"),
+        }
+    return out
+
+
+#: Fingerprint keys ``hwnas devices`` shows for each agent.
+STATUS_KEYS = ("hostname", "cpu", "machine", "isa", "os", "onnxruntime", "providers", "cpu_mhz", "temperature_c", "load_1m")
+
+
+def _status(device: Device, timeout_s: float) -> list[dict[str, Any]]:
+    """Each agent's live health for ``hwnas devices``: up or why not, its hardware and runtime,
+    its clock and temperature now, whether it is measuring, and how many measurements it took."""
+    try:
+        answers = farm_of(device).health(timeout_s=timeout_s)
+    except UsageError as exc:  # a token the agent refuses, another protocol: shown, not raised
+        return [{"agent": url, "up": False, "why": str(exc)} for url in device.settings["urls"]]
+    rows: list[dict[str, Any]] = []
+    for url, answer in answers.items():
+        if isinstance(answer, str):
+            rows.append({"agent": url, "up": False, "why": answer.replace(f"agent {url} is ", "", 1)})
+            continue
+        fp = answer.get("fingerprint") or {}
+        rows.append(
+            {
+                "agent": url,
+                "up": True,
+                "busy": bool(answer.get("busy")),
+                "measurements": answer.get("measurements"),
+                "agent_version": answer.get("agent_version"),
+                **{k: fp.get(k) for k in STATUS_KEYS},
+            }
+        )
+    return rows
+
+
 def _preflight(device: Device) -> None:
     """Read the token and ask every agent's health within the connect timeout: one line when an
     agent is unreachable, refuses the token or speaks another protocol."""
@@ -298,6 +348,8 @@ REMOTE = DeviceKind(
     fingerprint=_fingerprint,
     runtime=_runtime,
     preflight=_preflight_once,
+    measure_each=_measure_each,
+    status=_status,
     measured=True,
     summary=lambda device: f"measured (remote, {len(device.settings['urls'])} agent{'s' * (len(device.settings['urls']) > 1)})",
     spaces_text=lambda device: "any (measured remotely)",

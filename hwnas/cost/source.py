@@ -141,6 +141,12 @@ class DeviceKind:
         fingerprint: what identifies the hardware that measures (lookup tables are keyed to it).
         runtime: the versions of the runtime that measures (lookup tables are keyed to them too).
         preflight: called before any work; raises a one-line UsageError when the device cannot be used.
+        measure_each: times ONNX model bytes on *each* unit that measures for the device (each
+            agent of a farm: separate hardware that drifts on its own) -> {unit: {"median_ms",
+            "p90_ms", "iqr_ms", and "cpu_mhz", "temperature_c" where known} or why it gave none};
+            None: ``measure`` once, as the unit ``"local"`` (see :func:`measure_each`).
+        status: live lines for ``hwnas devices`` (e.g. each agent's health and fingerprint),
+            asked within the given seconds; None for kinds with nothing live to show.
     """
 
     name: str
@@ -155,6 +161,8 @@ class DeviceKind:
     fingerprint: Callable[[Device], dict[str, Any]] = lambda device: _local_fingerprint(device)
     runtime: Callable[[Device], dict[str, str]] = lambda device: _local_runtime()
     preflight: Callable[[Device], None] = lambda device: None
+    measure_each: Callable[[Device, bytes, tuple[int, ...]], dict[str, dict[str, Any] | str]] | None = None
+    status: Callable[[Device, float], list[dict[str, Any]]] | None = None
 
 
 def _local_fingerprint(device: Device) -> dict[str, Any]:
@@ -208,6 +216,25 @@ def cost_source(name: str, space: SearchSpace) -> CostSource:
 def cost_source_names() -> list[str]:
     _builtin()
     return COST_SOURCES.names()
+
+
+def measure_each(device: Device, onnx_bytes: bytes, shape: tuple[int, ...]) -> dict[str, dict[str, Any] | str]:
+    """The model timed on each unit that measures for ``device`` (see :attr:`DeviceKind.measure_each`).
+
+    Raises:
+        UsageError: for a device whose kind measures nothing (a benchmark table).
+    """
+    from hwnas.errors import UsageError
+
+    kind = device_kind(device.kind)
+    if kind.measure_each is not None:
+        return kind.measure_each(device, onnx_bytes, shape)
+    if kind.measure is None:
+        raise UsageError(f"device {device.name!r} measures nothing; its latencies come from a table")
+    from hwnas_agent.fingerprint import dynamic
+
+    m = kind.measure(device, onnx_bytes, shape)
+    return {"local": {"median_ms": m.median_ms, "p90_ms": m.p90_ms, "iqr_ms": m.iqr_ms, **dynamic()}}
 
 
 def latency_source(device: Device, space: SearchSpace, request: LatencyRequest | None = None) -> CostSource:

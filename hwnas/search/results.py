@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hwnas import trials as T
@@ -72,15 +73,28 @@ def hypervolume(plan: Plan, recs: list[TrialRecord]) -> tuple[float, tuple[float
     return hypervolume_2d(np.array([r.values for r in feas], dtype=float), ref, plan.maximize()), ref
 
 
-def report(plan: Plan, study: optuna.Study) -> dict[str, Any]:
-    """The report of the study as it stands (written to report.json by the caller)."""
+def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lambda s: None, measure: bool = True) -> dict[str, Any]:
+    """The report of the study as it stands (written to report.json by the caller).
+
+    The front is re-measured on the device (:mod:`.recheck`; ``measure=False``: only what the
+    study holds already), and the best is the most accurate front network the re-measurement
+    confirms under the latency budget. The reference network's checks say whether the device
+    drifted (:mod:`.reference`).
+    """
     import optuna
+
+    from hwnas.search import recheck as R
+    from hwnas.search import reference
 
     c = plan.config
     recs = records(study)
     feas = [r for r in recs if r.feasible]
     front = T.front(recs, plan.maximize())
     best = T.best(recs)
+    with folder_lock(plan.out / ".recheck.lock"):  # workers sharing --out measure each network once
+        rechecked = R.recheck(plan, study, front, log=log, measure=measure)
+    if best is not None and rechecked.get("best") is not None and rechecked["best"] != best.number:
+        best = next(r for r in front if r.number == rechecked["best"])
     # A trial another worker's budget made superfluous ("not run") is no failure, and counting it
     # would make the workers' reports differ with their timing; so is one in flight whose slot is
     # past the budget (or that has no slot yet): it is about to be refused as "not run".
@@ -98,6 +112,13 @@ def report(plan: Plan, study: optuna.Study) -> dict[str, Any]:
     }
     write_front(plan, front)
     best_d = summary(plan, best) if best else None
+    if best_d is not None:
+        row = next((m for m in rechecked.get("members", []) if m["trial"] == best_d["trial"]), None)
+        if row is not None and row["measured_ms"] is not None:
+            best_d["remeasured_latency_ms"] = row["measured_ms"]
+            best_d["meets_budget_when_remeasured"] = row["meets_budget"]
+        if rechecked.get("best_changed_from") is not None:
+            best_d["chosen_over"] = rechecked["best_changed_from"]
     hv, ref = hypervolume(plan, recs)
     out: dict[str, Any] = {
         "space": plan.space.name,
@@ -126,6 +147,8 @@ def report(plan: Plan, study: optuna.Study) -> dict[str, Any]:
         "hypervolume_reference": list(ref),
         "best": best_d,
         "front": [summary(plan, r) for r in front],
+        "recheck": rechecked,
+        "reference": reference.summary(study, plan.device.name),
     }
     # Flat keys for scripts: the best arch and its figures.
     for key in ("arch", "accuracy", "accuracy_source", "test_accuracy", "latency_ms", "latency_source", "flops_m", "params_m"):

@@ -19,6 +19,7 @@ from hwnas.search import results
 from hwnas.search.config import IDENTITY_VERSION, Plan, SearchConfig, resolve
 from hwnas.search.coordinate import Coordinator, count_done
 from hwnas.search.pipeline import TrialPipeline
+from hwnas.search.reference import ReferenceMonitor
 from hwnas.search.rundir import VERSION_KEY, prepare, write_json
 from hwnas.search.study import open_study
 from hwnas.storage import display_url, fail_stale_trials
@@ -45,6 +46,7 @@ class Search:
         self.evaluator = self.plan.evaluator
         self.out = self.plan.out
         self.pipeline = TrialPipeline(self.plan, log=log)
+        self.monitor = ReferenceMonitor(self.plan, log=log)
         self._best: TrialRecord | None = None
         self._t0 = time.perf_counter()
 
@@ -78,10 +80,12 @@ class Search:
             self._run_darts(study, done)
             finished = True
         else:
+            self.monitor.checkpoint(study, done)
             coordinator = Coordinator(self.pipeline, budget=int(c.trials or 0), log=self.log)
             options = {"latency_ms": c.latency_ms, "feasible": self._cheap_feasibility()}
             finished = coordinator.run(study, strategy=c.strategy, seed=c.seed, sampler_options=options, after_trial=self._after_trial)
-        report = results.report(plan, study)
+            self.monitor.checkpoint(study, count_done(study), final=True)
+        report = results.report(plan, study, log=self.log)
         report["wall_time_s"] = round(time.perf_counter() - t0, 2)
         results.write_report(plan, report)
         if not finished:
@@ -219,6 +223,7 @@ class Search:
             f"{obj.format(rec.values[1]):>10} "
             f"{rec.source(obj.metric) or ''}{over}{reused} | {best}"
         )
+        self.monitor.checkpoint(study, done)
 
     # -- differentiable search ----------------------------------------------------------
     def _run_darts(self, study: optuna.Study, done: int) -> None:

@@ -47,10 +47,12 @@ def prepare(out: Path, ident: dict[str, Any]) -> None:
         raise UsageError(f"--out {out} is a file, not a folder; pick a new folder, e.g. --out runs/exp1")
     if out.is_dir():
         cfg = out / "config.json"
-        # Another worker sharing the folder may be a moment into its start: its files don't make the folder foreign.
-        starting = (".write-test", "study.journal", "config.json.")
-        if not cfg.exists() and any(not p.name.startswith(starting) for p in out.iterdir()):
-            raise UsageError(f"--out {out} is not empty and holds no hwnas run; pick a new or empty folder")
+        # Another worker sharing the folder may be a moment into its start: its files don't make the
+        # folder foreign, and neither does the config.json it wrote after this worker's first look.
+        starting = (".write-test", "study.journal", "config.json")
+        foreign = [p.name for p in out.iterdir() if not p.name.startswith(starting)]
+        if foreign and not cfg.exists():
+            raise UsageError(f"--out {out} is not empty and holds no hwnas run (it holds {foreign[0]}); pick a new or empty folder")
         if cfg.exists():
             try:
                 old = json.loads(cfg.read_text())
