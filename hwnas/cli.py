@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -60,18 +61,19 @@ class _Parser(argparse.ArgumentParser):
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
             shown = " ".join(t if t and t.isprintable() and " " not in t else repr(t) for t in extra)
-            hint = did_you_mean(extra[0].split("=")[0], self._option_names()) if extra[0].startswith("--") else ""
+            command = getattr(parsed, "command", None)
+            hint = did_you_mean(extra[0].split("=")[0], self._option_names(command)) if extra[0].startswith("--") else ""
             self.error(f"unrecognized arguments: {shown}{hint}")
         return parsed
 
-    def _option_names(self) -> list[str]:
-        """Every option string of this parser and its subcommands (argparse keeps them private)."""
+    def _option_names(self, command: str | None = None) -> list[str]:
+        """The option strings of this parser and of subcommand ``command`` (argparse keeps them
+        private): a suggestion names a flag the command takes, never another command's."""
         names: set[str] = set()
         for action in self._actions:
             names.update(action.option_strings)
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    names.update(s for a in sub._actions for s in a.option_strings)
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                names.update(s for a in action.choices[command]._actions for s in a.option_strings)
         return sorted(n for n in names if n.startswith("--"))
 
 
@@ -149,6 +151,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         latency_source=args.latency_source,
         table=args.table or "",
         allow_foreign_table=args.allow_foreign_table,
+        allow_failing_table=args.allow_failing_table,
         evaluator_options={k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None},
         data=args.data,
         epochs=args.epochs,
@@ -204,14 +207,17 @@ def _print_summary(report: dict[str, Any], out: Any) -> None:
             if measured is not None
             else ex.get("not_measured_because", "")
         )
-        print(f"  exported {ex['path']}: {ex['checker']}, parity {ex['parity_max_abs_diff']:.1e}, {m}")
+        untrained = " (untrained weights: train it before deployment)" if str(ex.get("weights", "")).startswith("untrained") else ""
+        print(f"  exported {ex['path']}{untrained}: {ex['checker']}, parity {ex['parity_max_abs_diff']:.1e}, {m}")
     rc = report.get("recheck") or {}
     if rc.get("done"):
         print(f"  {rc['message']}")
     ref = report.get("reference")
     if ref:
         print(f"  {ref['message']}")
-    print(f"front: {len(report['front'])} architectures in {out}/front.csv; report in {out}/report.json")
+    left_out = report.get("front_degenerate_left_out") or 0
+    dropped = f" ({left_out} network(s) whose output ignores the input left out: fast, but no network)" if left_out else ""
+    print(f"front: {len(report['front'])} architectures{dropped} in {out}/front.csv; report in {out}/report.json")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -221,7 +227,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     from hwnas.cost.lut import LatencyTable, table_name
     from hwnas.device import get_device
-    from hwnas.profile import build_table, check_table
+    from hwnas.profile import build_table, check_table, judge_table
     from hwnas.spaces import get_space
 
     space = get_space(args.space)
@@ -241,13 +247,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
             if args.check:
                 rng = np.random.default_rng(args.seed + 1)
                 table.data["check"] = check_table(table, space, device, args.check, rng=rng, log=log)
+                judge_table(table, table.data["check"]["noise"], force=args.force, log=log)  # refused: the file is left as it was
     if table is None:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}; pick a writable --out") from None
         table = build_table(
-            space, device, resolutions=args.resolution or None, calibrate=args.calibrate, check=args.check, seed=args.seed, log=log
+            space,
+            device,
+            resolutions=args.resolution or None,
+            calibrate=args.calibrate,
+            check=args.check,
+            seed=args.seed,
+            force=args.force,
+            log=log,
         )
     try:
         table.save(out)
@@ -262,11 +276,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
         "build_seconds": table.data.get("build_seconds"),
         "calibration_fit": table.data["calibration"].get("fit"),
         "check": check,
+        "verdict": table.data.get("verdict"),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"{out}: {len(table.entries)} blocks, built in {table.data.get('build_seconds')} s")
+    if table.failing:
+        print(f"WARNING: {out} is marked as failing its check (kept with --force): {table.failing}; 'hwnas search' refuses it")
     if check:
         print(
             f"check on {check['n']} networks: {100 * check['within_5pct']:.1f} % within +-5 %, "
@@ -290,9 +307,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.run is not None:
         space_name, arch_text, meta = _arch_from_run(Path(args.run), args.trial)
     elif args.arch is not None:
-        space_name, arch_text = args.space, args.arch
+        space_name, arch_text = args.space or _space_of(args.arch), args.arch
     else:
-        raise UsageError("say what to export: --arch '<arch string>' (with --space), or --run DIR [--trial N]")
+        raise UsageError("say what to export: --arch '<arch string>', or --run DIR [--trial N]")
     space = get_space(space_name)
     arch = parse_arch(space, arch_text)
     device = get_device(args.device) if args.device else None
@@ -309,6 +326,26 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"  weights: {d['weights']}"
         )
     return 0
+
+
+def _space_of(arch_text: str) -> str:
+    """The one space whose architecture string (or, for nb201, index) ``arch_text`` is."""
+    from hwnas.spaces import SPACES, get_space
+    from hwnas.spaces.nb201 import parse_arch
+
+    fits, why = [], {}
+    for name in SPACES.names():
+        try:
+            parse_arch(get_space(name), arch_text)
+        except UsageError as exc:
+            why[name] = str(exc)
+        else:
+            fits.append(name)
+    if len(fits) == 1:
+        return fits[0]
+    if fits:
+        raise UsageError(f"--arch {arch_text!r} is an architecture of spaces {', '.join(fits)}; say which with --space")
+    raise UsageError(f"--arch {arch_text!r} is no architecture of any space ({', '.join(SPACES.names())}): {why.get('nb201', '')}")
 
 
 def _arch_from_run(run: Any, trial: int | None) -> tuple[str, str, dict[str, Any]]:
@@ -341,14 +378,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     from hwnas.report import draw, run_summary
 
     run = Path(args.run)
-    summary = run_summary(run)
+    summary = run_summary(run, degenerate=args.include_degenerate)
     out = Path(args.out) if args.out else run
-    paths = [] if args.no_plots else draw(summary, out)
+    paths: list[Path] = []
+    no_plots_because = None
+    if not args.no_plots:
+        if importlib.util.find_spec("matplotlib") is None:
+            no_plots_because = (
+                "plots not drawn: matplotlib is not installed; pip install matplotlib (or pip install 'hwnas[plot]') to get them"
+            )
+        else:
+            if out.exists() and not out.is_dir():
+                raise UsageError(
+                    f"--out {out} is a file, not a folder; give a folder for the plots, e.g. --out {out.with_suffix('')}-plots"
+                )
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot create --out {out}: {exc.strerror}; pick a writable folder") from None
+            paths = draw(summary, out)
     feas = summary["feasible"]
     front = summary["front"]
     result: dict[str, Any] = {
         "run": str(run),
-        "trials": len(feas),
+        "trials": len(feas) + summary["degenerate_left_out"],
         "feasible": int(feas.sum()),
         "front": [
             {"trial": summary["numbers"][i], "accuracy": float(summary["accuracy"][i]), summary["metric"]: float(summary["cost"][i])}
@@ -358,6 +411,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         "hypervolume": float(summary["hypervolume"][-1]),
         "hypervolume_reference": list(summary["reference"]),
         "plots": [str(p) for p in paths],
+        "plots_not_drawn_because": no_plots_because,
+        "degenerate_left_out": summary["degenerate_left_out"],
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -366,10 +421,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"{run}: {result['trials']} trials, {result['feasible']} feasible, {len(result['front'])} on the front, "
         f"hypervolume {result['hypervolume']:.4g} (reference accuracy 0 %, {summary['metric']} {summary['reference'][1]:g})"
     )
+    if summary["degenerate_left_out"]:
+        print(
+            f"  {summary['degenerate_left_out']} trial(s) of networks whose output ignores the input left out "
+            "(fast, but no network; --include-degenerate shows them)"
+        )
     for p in result["front"]:
         print(f"  trial {p['trial']:>4}: {p['accuracy']:6.2f} % at {summary['metric']} {p[summary['metric']]:.4g}")
     for p in paths:
         print(f"wrote {p}")
+    if no_plots_because:
+        print(no_plots_because)
     return 0
 
 
@@ -512,11 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--table", help="latency lookup table to use (default latency_tables/<device>-<space>.json)")
     s.add_argument("--allow-foreign-table", action="store_true", help="use a lookup table built on another machine or runtime")
+    s.add_argument("--allow-failing-table", action="store_true", help="use the --table although it failed its check (profile --force)")
     g = s.add_argument_group("differentiable search (--strategy darts) and training evaluators")
     g.add_argument(
         "--data",
         default="digits",
-        help="training data of darts and of training evaluators: digits | cifar10:DIR | cifar100:DIR | npz:FILE (default digits)",
+        help="training data of darts and of training evaluators: digits | cifar10:DIR | cifar100:DIR | npz:FILE | folder:DIR "
+        "(default digits)",
     )
     g.add_argument(
         "--epochs", type=_positive_int, help="training epochs (darts supernet: default 30; --evaluator train: per candidate, default 8)"
@@ -553,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=cmd_search)
 
     e = sub.add_parser("export", help="export an architecture or a run's trial to a verified ONNX model")
-    e.add_argument("--space", default="nb201")
-    e.add_argument("--arch", help="architecture string (nb201: '|op~0|+|op~0|op~1|+|...|' or an index)")
+    e.add_argument("--space", help="the space of --arch (default: the one space whose string it is)")
+    e.add_argument("--arch", help="architecture string (nb201: '|op~0|+|op~0|op~1|+|...|' or an index; mbconv: 'r224-w1.0-...')")
     e.add_argument("--run", help="a run folder of 'hwnas search'")
     e.add_argument("--trial", type=_int, help="trial number in --run (default: the run's best)")
     e.add_argument("--device", help="re-measure on this device (default: none)")
@@ -574,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--check", type=_int, default=0, metavar="N", help="measure N more random networks and report the table's accuracy")
     pr.add_argument("--reuse", action="store_true", help="keep an existing table built here (only run --check)")
+    pr.add_argument("--force", action="store_true", help="write the table even if it fails its check (marked as failing)")
     pr.add_argument("--out", help="table file (default latency_tables/<device>-<space>.json)")
     pr.add_argument("--seed", type=_int, default=0)
     pr.add_argument("--json", action="store_true")
@@ -584,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run", help="a run folder of 'hwnas search'")
     rp.add_argument("--out", help="folder for the plots (default: the run folder)")
     rp.add_argument("--no-plots", action="store_true", help="numbers only (no matplotlib needed)")
+    rp.add_argument(
+        "--include-degenerate", action="store_true", help="also show networks whose output ignores the input (left out by default)"
+    )
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(handler=cmd_report)
 
@@ -657,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        _err("hwnas: interrupted; completed trials are kept in the study, rerun the same command to resume")
+        _err(INTERRUPTED)
         return 130
     except MemoryError:
         _err("hwnas: error: out of memory; use a smaller --batch or network, or a machine with more memory")
@@ -667,11 +735,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if os.environ.get("HWNAS_DEBUG"):
             raise
+        if _interrupted(exc):
+            # Ctrl-C inside a library's bookkeeping (e.g. Optuna telling a trial it had just
+            # completed) surfaces as another error raised while handling it: still an interrupt.
+            _err(INTERRUPTED)
+            return 130
         _err(
             f"hwnas: internal error: {type(exc).__name__}: {_one_line(str(exc))}; this is a bug in hwnas, please report it "
             "with the command line (HWNAS_DEBUG=1 shows the traceback)"
         )
         return 1
+
+
+INTERRUPTED = "hwnas: interrupted; completed trials are kept in the study, rerun the same command to resume"
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled (its context chain)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _one_line(text: str, limit: int = 2000) -> str:

@@ -21,10 +21,18 @@ A dataset is named by a spec string (:data:`DATA_SPECS_HELP`):
   - ``y`` a 1-D array of N integer labels (any signed or unsigned integer dtype),
     all >= 0; the number of classes is the largest label + 1;
   - N, H and W at least 1; other arrays in the file are ignored.
+* ``folder:DIR``: the user's own image files, one subfolder per class (torchvision's
+  ``ImageFolder`` convention): ``DIR/<class>/*.png`` (or ``DIR/train/<class>/...``), with an
+  optional ``DIR/val/<class>/...`` (:attr:`Dataset.valid`) and ``DIR/test/<class>/...``
+  (:attr:`Dataset.test`). Class names are the sorted folder names (:attr:`Dataset.labels`).
+  Only the file headers are read at load: a batch decodes its own files with Pillow
+  (``pip install 'hwnas[images]'``), resized to the size it asks for; see
+  :mod:`hwnas.image_folder` for the rules and errors.
 
 Files are never unpickled (``allow_pickle=False``). Every bad input raises
 :class:`~hwnas.errors.UsageError` with one line that names the value and shows a valid
-example. Images are float32 (N, C, H, W) in [0, 1]; labels are int64 (N,).
+example. Images are float32 (N, C, H, W) in [0, 1] (for ``folder:``, decoded batch by batch);
+labels are int64 (N,).
 
 References: E. Alpaydin, C. Kaynak, *Optical Recognition of Handwritten Digits*, UCI
 Machine Learning Repository, 1998 (see ``hwnas/data/NOTICE.md``); A. Krizhevsky,
@@ -48,6 +56,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hwnas.errors import UsageError
+from hwnas.image_folder import ImageFiles, Split, scan
 from hwnas.registry import did_you_mean
 
 if TYPE_CHECKING:
@@ -63,15 +72,17 @@ SUMS_FILE = "SHA256SUMS"
 #: The accepted dataset specs, for CLI help.
 DATA_SPECS_HELP = (
     "digits (shipped UCI 8x8 digits) | cifar10:DIR (CIFAR-10 binary: data_batch_1..5.bin, test_batch.bin) | "
-    "cifar100:DIR (CIFAR-100 binary: train.bin, test.bin) | npz:FILE.npz (x [N,H,W] or [N,H,W,C] uint8 or float in [0,1], y [N] int)"
+    "cifar100:DIR (CIFAR-100 binary: train.bin, test.bin) | npz:FILE.npz (x [N,H,W] or [N,H,W,C] uint8 or float in [0,1], y [N] int) | "
+    "folder:DIR (image files in DIR/<class>/, optional DIR/val/<class>/ and DIR/test/<class>/)"
 )
 
-_KINDS = ("digits", "cifar10", "cifar100", "npz")
+_KINDS = ("digits", "cifar10", "cifar100", "npz", "folder")
 _EXAMPLES = {
     "digits": "digits",
     "cifar10": "cifar10:/data/cifar-10-batches-bin",
     "cifar100": "cifar100:/data/cifar-100-binary",
     "npz": "npz:/data/mnist.npz",
+    "folder": "folder:/data/flowers",
 }
 _DIGITS_SOURCE = "UCI Optical Recognition of Handwritten Digits (Alpaydin & Kaynak 1998, doi:10.24432/C50P49, CC BY 4.0)"
 _DIGITS_FIX = "reinstall hwnas, or regenerate it with 'python tools/convert_digits.py'"
@@ -84,23 +95,32 @@ class Dataset:
 
     Attributes:
         name: short name for logs, e.g. ``"digits"``, ``"cifar10"``, ``"digits[0]"``.
-        x: float32 images (N, C, H, W), values in [0, 1].
+        x: float32 images (N, C, H, W), values in [0, 1]; or, for an image folder, its files
+            (:class:`~hwnas.image_folder.ImageFiles`), decoded by :func:`batches`.
         y: int64 labels (N,), each in 0..num_classes-1.
         num_classes: number of classes (labels need not all occur).
         source: where the data came from: a citation or a path.
         test: the format's official test split (e.g. CIFAR's ``test_batch.bin``), if any.
+        labels: the class names, ``labels[i]`` naming label ``i`` (for deployment metadata), if known.
+        valid: a validation split given with the data (an image folder's ``val/``), if any.
     """
 
     name: str
-    x: np.ndarray
+    x: np.ndarray | ImageFiles
     y: np.ndarray
     num_classes: int
     source: str
     test: Dataset | None = None
+    labels: list[str] | None = None
+    valid: Dataset | None = None
 
     def __post_init__(self) -> None:
         x, y = self.x, self.y
-        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.dtype != np.float32:
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise UsageError(f"Dataset {self.name!r}: {len(self.labels)} class labels for {self.num_classes} classes")
+        if isinstance(x, ImageFiles):
+            pass  # checked when its folder was read; decoded batch by batch
+        elif not isinstance(x, np.ndarray) or x.ndim != 4 or x.dtype != np.float32:
             raise UsageError(f"Dataset {self.name!r}: x must be a float32 array (N, C, H, W), got {_describe(x)}")
         if not isinstance(y, np.ndarray) or y.shape != (len(x),) or y.dtype != np.int64:
             raise UsageError(f"Dataset {self.name!r}: y must be an int64 array of shape ({len(x)},), got {_describe(y)}")
@@ -180,6 +200,7 @@ def _load_digits(data_dir: Path) -> Dataset:
         y=y.astype(np.int64),
         num_classes=10,
         source=_DIGITS_SOURCE,
+        labels=[str(d) for d in range(10)],
     )
 
 
@@ -345,6 +366,20 @@ def _load_npz_file(arg: str) -> Dataset:
     return Dataset(name, x, y, num_classes, source, test)
 
 
+# --------------------------------------------------------------------------- image folder
+def _load_folder(arg: str) -> Dataset:
+    folder = scan(arg)
+    names, name, source = folder.names, folder.top.resolve().name, f"image folder {folder.top.resolve()}"
+
+    def part(split: Split | None, suffix: str) -> Dataset | None:
+        if split is None:
+            return None
+        return Dataset(f"{name}/{suffix}", split.files, split.labels, len(names), source, labels=list(names))
+
+    train = folder.train
+    return Dataset(name, train.files, train.labels, len(names), source, part(folder.test, "test"), list(names), part(folder.val, "val"))
+
+
 # --------------------------------------------------------------------------- public API
 def load_data(spec: str) -> Dataset:
     """Load the dataset named by ``spec`` (see :data:`DATA_SPECS_HELP` and the module docstring).
@@ -367,7 +402,7 @@ def load_data(spec: str) -> Dataset:
         return _load_digits(DATA_DIR)
     if not arg.strip():
         raise UsageError(f"dataset spec {spec!r} needs a path after '{kind}:', e.g. {_EXAMPLES[kind]}")
-    loader = {"cifar10": _load_cifar10, "cifar100": _load_cifar100, "npz": _load_npz_file}[kind]
+    loader = {"cifar10": _load_cifar10, "cifar100": _load_cifar100, "npz": _load_npz_file, "folder": _load_folder}[kind]
     return loader(arg.strip())
 
 
@@ -379,7 +414,8 @@ def split(ds: Dataset, fractions: Sequence[float], seed: int) -> list[Dataset]:
     leftover samples go to the parts furthest below their share so far, so the part
     sizes also stay within one sample of ``fraction * len(ds)``. Every sample lands in
     exactly one part; samples keep their original order inside a part. Parts keep
-    ``num_classes``, ``source`` and ``test`` and are named ``"{name}[i]"``.
+    ``num_classes``, ``source``, ``test``, ``labels`` and ``valid`` and are named ``"{name}[i]"``;
+    an image folder's parts hold its files, still undecoded.
 
     Args:
         ds: the dataset to split.
@@ -425,7 +461,8 @@ def split(ds: Dataset, fractions: Sequence[float], seed: int) -> list[Dataset]:
                 f"splitting {ds.name!r} ({len(ds)} samples) by fractions {tuple(fractions)!r} leaves part {i} empty; "
                 "use fewer parts (e.g. (0.5, 0.5)) or more data"
             )
-        out.append(Dataset(f"{ds.name}[{i}]", ds.x[idx], ds.y[idx], ds.num_classes, ds.source, ds.test))
+        x = ds.x.take(idx) if isinstance(ds.x, ImageFiles) else ds.x[idx]
+        out.append(Dataset(f"{ds.name}[{i}]", x, ds.y[idx], ds.num_classes, ds.source, ds.test, ds.labels, ds.valid))
     return out
 
 
@@ -433,9 +470,16 @@ def evaluation_splits(ds: Dataset, seed: int = 0) -> tuple[Dataset, Dataset, Dat
     """(train, valid, test) for training-based evaluators: candidates train on ``train``, the
     search sees their ``valid`` accuracy, and ``test`` stays held out for the final check.
 
-    Data with its own test split (CIFAR) keeps it and gives 20 % of its training set to
-    ``valid``; otherwise the data is split 60/20/20, stratified by class.
+    Data with its own validation split (an image folder's ``val/``) keeps it, and its test split
+    too where it has one (else 20 % of the rest becomes ``test``). Data with only a test split
+    (CIFAR) keeps it and gives 20 % of its training set to ``valid``; otherwise the data is split
+    60/20/20, stratified by class.
     """
+    if ds.valid is not None:
+        if ds.test is not None:
+            return ds, ds.valid, ds.test
+        train, test = split(ds, (0.8, 0.2), seed=seed)
+        return train, ds.valid, test
     if ds.test is not None:
         train, valid = split(ds, (0.8, 0.2), seed=seed)
         return train, valid, ds.test
@@ -443,26 +487,39 @@ def evaluation_splits(ds: Dataset, seed: int = 0) -> tuple[Dataset, Dataset, Dat
     return train, valid, test
 
 
-def batches(ds: Dataset, batch_size: int, *, shuffle: bool, seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    ds: Dataset, batch_size: int, *, shuffle: bool, seed: int | None = None, size: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches of ``ds`` as (float32 x (B, C, H, W), int64 y (B,)) CPU tensors.
 
     Every sample appears exactly once; the last batch may be smaller. With ``shuffle``
     the order is a permutation drawn from ``numpy.random.default_rng(seed)`` (``seed``
     is then required, so runs are reproducible); without it, the dataset order.
+    With ``size``, images come resized to ``size`` x ``size`` (bilinear, antialiased): an image
+    folder's files are decoded straight at that size, one batch at a time.
     Arguments are checked when called, not at the first ``next``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise UsageError(f"batch_size must be an int >= 1, e.g. 64, got {batch_size!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+        raise UsageError(f"size must be None or an int >= 1 (pixels a side), e.g. 32, got {size!r}")
     if shuffle and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
         raise UsageError(f"batches(shuffle=True) needs an int seed, e.g. seed=0, got {seed!r}")
     order = np.random.default_rng(int(seed)).permutation(len(ds)) if shuffle and seed is not None else np.arange(len(ds))
-    return _batches(ds, order, int(batch_size))
+    return _batches(ds, order, int(batch_size), None if size is None else int(size))
 
 
-def _batches(ds: Dataset, order: np.ndarray, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(ds: Dataset, order: np.ndarray, batch_size: int, size: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     import torch
+    import torch.nn.functional as F
 
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
+        if isinstance(ds.x, ImageFiles):
+            yield torch.from_numpy(ds.x.read(idx, size)), torch.from_numpy(ds.y[idx])
+            continue
         # Fancy indexing copies, so the tensors own writable memory and never alias ds.
-        yield torch.from_numpy(ds.x[idx]), torch.from_numpy(ds.y[idx])
+        x = torch.from_numpy(ds.x[idx])
+        if size is not None:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        yield x, torch.from_numpy(ds.y[idx])

@@ -214,6 +214,18 @@ def list_devices() -> list[str]:
     return sorted(_scan(tuple(device_dirs())))
 
 
+#: Names users type for a device that has another name here: name -> (device, why that one).
+DEVICE_ALIASES = {
+    "gpu": ("cuda", "hwnas calls this machine's NVIDIA GPU 'cuda', as PyTorch and ONNX Runtime do"),
+    "nvidia": ("cuda", "hwnas calls this machine's NVIDIA GPU 'cuda', as PyTorch and ONNX Runtime do"),
+    "host": ("cpu", "'cpu' is this machine's CPU, measured live with ONNX Runtime"),
+    "local": ("cpu", "'cpu' is this machine's CPU, measured live with ONNX Runtime"),
+    "raspberrypi": ("raspi4", "'raspi4' is the Raspberry Pi 4's measured NAS-Bench-201 table"),
+    "rpi": ("raspi4", "'raspi4' is the Raspberry Pi 4's measured NAS-Bench-201 table"),
+    "pi": ("raspi4", "'raspi4' is the Raspberry Pi 4's measured NAS-Bench-201 table"),
+}
+
+
 def get_device(name: str) -> Device:
     """The device called ``name``, or the device file at path ``name`` (ending in .toml)."""
     if name.endswith(".toml"):
@@ -221,9 +233,10 @@ def get_device(name: str) -> Device:
     files = _scan(tuple(device_dirs()))
     if name not in files:
         valid = sorted(files)
+        alias = DEVICE_ALIASES.get(name.lower())
+        hint = f" (did you mean {alias[0]!r}? {alias[1]})" if alias and alias[0] in files else did_you_mean(name, valid)
         raise UsageError(
-            f"unknown device {name!r}{did_you_mean(name, valid)}; run 'hwnas devices' for the list "
-            f"(e.g. cpu, pixel3) or pass a device file path ending in .toml"
+            f"unknown device {name!r}{hint}; run 'hwnas devices' for the list (e.g. cpu, pixel3) or pass a device file path ending in .toml"
         )
     device = load_device_file(files[name])
     if device.name != name:

@@ -47,9 +47,10 @@ def open_run_study(run: Path) -> tuple[dict[str, Any], optuna.Study]:
     return cfg, study
 
 
-def run_summary(run: Path) -> dict[str, Any]:
+def run_summary(run: Path, *, degenerate: bool = False) -> dict[str, Any]:
     """Trials in order with feasibility, the feasible front, and the hypervolume after each trial,
-    on the run's two objectives (accuracy and its cost objective)."""
+    on the run's two objectives (accuracy and its cost objective). Networks whose output ignores
+    their input are left out unless ``degenerate`` (``degenerate_left_out`` counts them)."""
     from hwnas.search.objectives import OBJECTIVE_NAMES
     from hwnas.search.results import records
     from hwnas.trials import front as pareto_front
@@ -58,6 +59,10 @@ def run_summary(run: Path) -> dict[str, Any]:
     recs = records(study)
     if not recs:
         raise UsageError(f"run {run} has no completed trial yet")
+    left_out = 0 if degenerate else sum(r.degenerate for r in recs)
+    recs = recs if degenerate else [r for r in recs if not r.degenerate]
+    if not recs:
+        raise UsageError(f"every trial of run {run} is a network whose output ignores its input; --include-degenerate shows them")
     metric = OBJECTIVE_NAMES.get(str(cfg.get("objective", "latency")), "latency_ms")
     acc = np.array([r.values[0] for r in recs], dtype=float)
     cost = np.array([r.values[1] for r in recs], dtype=float)
@@ -68,7 +73,7 @@ def run_summary(run: Path) -> dict[str, Any]:
     for k in range(1, len(recs) + 1):
         f = feasible[:k]
         hv.append(hypervolume_2d(np.c_[acc[:k][f], cost[:k][f]], reference, [True, False]) if f.any() else 0.0)
-    on_front = {r.number for r in pareto_front(recs, [True, False])}
+    on_front = {r.number for r in pareto_front(recs, [True, False], degenerate=degenerate)}
     return {
         "run": str(run),
         "config": cfg,
@@ -81,6 +86,7 @@ def run_summary(run: Path) -> dict[str, Any]:
         "front": np.array([r.number in on_front for r in recs]),
         "hypervolume": np.array(hv),
         "reference": reference,
+        "degenerate_left_out": left_out,
     }
 
 

@@ -45,7 +45,11 @@ FAILED_BECAUSE = "failed_because"
 #: Such a trial is no failure of any work, and reports do not count it (when it appears depends
 #: on the workers' timing, and every worker must write the same report).
 NOT_RUN = "not run:"
-#: The strategy that proposed the trial, where it is not the run's sampler (DARTS).
+#: Why the trial's network computes a constant (its output does not depend on its input);
+#: absent for a real network. Such networks stay off the reported front and the plots.
+DEGENERATE = "degenerate"
+#: The strategy that proposed the trial (a run folder may hold trials of several: a rerun with
+#: another --strategy continues the same study).
 STRATEGY = "strategy"
 #: Trial system attribute: the worker that ran the trial, with the trial's slot (which keys its seed).
 WORKER = "hwnas:worker"
@@ -90,6 +94,10 @@ class TrialRecord:
         return float(self.values[0]) if self.feasible else None
 
     @property
+    def degenerate(self) -> bool:
+        return bool(self.attrs.get(DEGENERATE))
+
+    @property
     def reused(self) -> bool:
         return REUSED_FROM in self.attrs
 
@@ -119,10 +127,11 @@ class TrialRecord:
         )
 
 
-def front(records: Sequence[TrialRecord], maximize: Sequence[bool]) -> list[TrialRecord]:
+def front(records: Sequence[TrialRecord], maximize: Sequence[bool], *, degenerate: bool = False) -> list[TrialRecord]:
     """The feasible, non-dominated records on the study's objective values, one per network
-    (reused trials repeat an earlier network), ordered by the second objective."""
-    distinct = [r for r in records if r.feasible and not r.reused]
+    (reused trials repeat an earlier network), ordered by the second objective; networks whose
+    output does not depend on their input are left out unless ``degenerate``."""
+    distinct = [r for r in records if r.feasible and not r.reused and (degenerate or not r.degenerate)]
     if not distinct:
         return []
     values = np.array([r.values for r in distinct], dtype=float)
@@ -132,8 +141,9 @@ def front(records: Sequence[TrialRecord], maximize: Sequence[bool]) -> list[Tria
 
 
 def best(records: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The most accurate feasible record (ties: the cheaper second objective, then the earlier trial)."""
-    distinct = [r for r in records if r.feasible and not r.reused]
+    """The most accurate feasible record (ties: the cheaper second objective, then the earlier
+    trial), never a network whose output does not depend on its input."""
+    distinct = [r for r in records if r.feasible and not r.reused and not r.degenerate]
     if not distinct:
         return None
     return max(distinct, key=lambda r: (r.values[0], -(r.values[1] if len(r.values) > 1 else 0.0), -r.number))

@@ -87,13 +87,16 @@ def format_ms(value_ms: float) -> str:
     return f"{text}ms"
 
 
-_COUNT = re.compile(_NUMBER + r"(?P<unit>[kKmMgG]?)")
-_TO_M = {"": 1e-6, "k": 1e-3, "K": 1e-3, "m": 1.0, "M": 1.0, "g": 1e3, "G": 1e3}
+# A count takes a unit: a bare "--flops 10" was silently ten FLOPs, not the ten million meant.
+_COUNT = re.compile(_NUMBER + r"(?P<unit>[kKmMgG])")
+_TO_M = {"k": 1e-3, "K": 1e-3, "m": 1.0, "M": 1.0, "g": 1e3, "G": 1e3}
 
 
 def _count_hint(t: str) -> str:
     if t.startswith("-"):
         return " (it must be positive)"
+    if re.fullmatch(r"\+?[0-9]+(\.[0-9]*)?|\+?\.[0-9]+", t):
+        return f" (a unit is required: {t}M is {t} million, {t}K {t} thousand, {t}G {t} billion)"
     if re.fullmatch(r"[0-9.]+\s+[kKmMgG]", t):
         return " (no space between number and suffix)"
     if re.fullmatch(r"[+-]?[0-9.]*[eE][+-]?[0-9]+[kKmMgG]?", t):
@@ -106,7 +109,7 @@ def _count_hint(t: str) -> str:
 
 
 def parse_count_m(text: str, what: str = "count") -> float:
-    """Parse ``'300M'``, ``'5M'``, ``'1.2G'``, ``'800K'`` or a plain number into millions.
+    """Parse ``'300M'``, ``'5M'``, ``'1.2G'``, ``'800K'`` into millions (the unit is required).
 
     Raises:
         UsageError: naming the value and giving a valid example.
@@ -114,7 +117,7 @@ def parse_count_m(text: str, what: str = "count") -> float:
     m = _COUNT.fullmatch(text.strip()) if isinstance(text, str) else None
     if m is None:
         hint = _count_hint(text.strip()) if isinstance(text, str) else f" (a {type(text).__name__}, not text)"
-        raise UsageError(f"invalid {what} {text!r}{hint}; write a positive number with an optional K, M or G suffix, e.g. 300M")
+        raise UsageError(f"invalid {what} {text!r}{hint}; write a positive number with a K, M or G suffix, e.g. 300M")
     value = float(m["num"]) * _TO_M[m["unit"]]
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"invalid {what} {text!r}: it must be positive and finite, e.g. 300M")

@@ -210,8 +210,10 @@ def test_estimated_table_source(nb201, name: str) -> None:
 def test_lower_bound_is_the_table_minimum(nb201, name: str) -> None:
     lat, arch = latency_model_for(get_device(name), nb201).lower_bound_latency()
     values = nb201_latency(name)
-    assert lat.ms == float(values.min())
-    assert float(values[nb201.index(arch)]) == lat.ms
+    # The least over networks whose output depends on the input (constant networks are faster).
+    real = [i for i in np.argsort(values, kind="stable") if not nb201.degenerate(nb201.from_index(int(i)))]
+    assert lat.ms == float(values[real[0]]) >= float(values.min())
+    assert float(values[nb201.index(arch)]) == lat.ms and nb201.degenerate(arch) is None
 
 
 def test_table_device_refuses_other_spaces(nb201) -> None:

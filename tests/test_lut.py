@@ -46,9 +46,12 @@ def nb201_table(fast_device, tmp_path_factory: pytest.TempPathFactory) -> Latenc
     fake = np.pad(fake, ((0, 0), (0, 2 * len(nb201_graph.NODE_TYPES) - fake.shape[1])))
     mp.setattr(nb201_graph, "all_cell_features", lambda provider, **kw: fake)
     try:
-        table = build_table(get_space("nb201"), fast_device, calibrate=8, check=4, seed=1)
+        table = build_table(get_space("nb201"), fast_device, calibrate=8, check=4, seed=1, force=True)
     finally:
         mp.undo()
+    # A 4-network check on a 5-repeat device passes or fails by chance; the verdict and what follows
+    # from it are tested in test_lut_trust.py, the pipeline here on the table as older hwnas wrote it.
+    assert isinstance(table.data.pop("verdict")["passed"], bool)
     path = tmp_path_factory.mktemp("tables") / "fastcpu-nb201.json"
     table.save(path)
     return LatencyTable.load(path)
@@ -90,7 +93,7 @@ def test_table_schema_and_metadata(nb201_table: LatencyTable) -> None:
         assert key in d["measurement"]
     assert set(d["entries"]) == set(all_blocks(get_space("nb201")))
     for e in d["entries"].values():
-        assert e["median_ms"] > 0 and e["count"] == 5 and "iqr_ms" in e and e["rounds"] == 3
+        assert e["median_ms"] > 0 and e["count"] == 5 and "iqr_ms" in e and 3 <= e["rounds"] <= d["measurement"]["max_rounds"]
     assert d["check"]["n"] == 4 and 0 <= d["check"]["within_10pct"] <= 1
     assert len(d["calibration"]["coef"]) == len(d["calibration"]["feature_names"])
 
@@ -257,7 +260,7 @@ def test_interleaved_rounds_keep_the_fastest_median(ort_device: str, monkeypatch
     data = to_onnx_bytes(module, shape, exporter="torchscript")
     device = get_device(ort_device)
     stats = measure_models([(data, shape), (data, shape)], device, rounds=3, log=lambda s: None, what="t")
-    assert all(s["rounds"] == 3 and s["median_ms"] > 0 and s["round_spread_pct"] >= 0 for s in stats)
+    assert all(s["rounds"] >= 3 and s["median_ms"] > 0 and s["round_spread_pct"] >= 0 for s in stats)
     # A round slowed down by a disturbance must not be the one kept.
     import hwnas.cost.measure as measure
 

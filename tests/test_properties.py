@@ -30,7 +30,7 @@ def fast(n: int) -> Any:
 
 MICRO, MU = "\u00b5", "\u03bc"
 UNIT_MS = {"us": Decimal("0.001"), MICRO + "s": Decimal("0.001"), MU + "s": Decimal("0.001"), "ms": Decimal(1), "s": Decimal(1000)}
-SUFFIX_M = {"": Decimal("0.000001"), "k": Decimal("0.001"), "K": Decimal("0.001"), "M": Decimal(1), "m": Decimal(1), "G": Decimal(1000)}
+SUFFIX_M = {"k": Decimal("0.001"), "K": Decimal("0.001"), "M": Decimal(1), "m": Decimal(1), "G": Decimal(1000)}
 #: Text near the valid forms: signs, exponents, units, separators, spaces, look-alike digits.
 NEAR_NUMBERS = st.from_regex(
     r"\s?[+-]?[0-9\uff10-\uff19\u0660]{0,4}([.,][0-9]{0,3})?([eE][+-]?[0-9]{1,3})?\s?(us|µs|ms|s|MS|m|K|M|G|,|nan|inf)?", fullmatch=True

@@ -67,10 +67,10 @@ def test_no_checks_no_section_and_a_failed_unit_is_left_out() -> None:
 def test_the_monitor_checks_at_the_start_every_k_trials_and_at_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hwnas.cost.source as source
 
-    search = Search(_config(tmp_path, trials=40))
+    search = Search(_config(tmp_path, trials=100))
     monitor = search.monitor
-    assert monitor.active and monitor.every == 10  # about CHECKS checks over the budget
-    times = iter([2.0, 2.04, 3.0, 2.1])
+    assert monitor.active and monitor.every == 25  # about CHECKS checks over the budget
+    times = iter([2.0, 2.04, 3.0, 2.1, 2.0])
     calls: list[bytes] = []
 
     def fake(device: Any, onnx_bytes: bytes, shape: tuple[int, ...]) -> dict[str, Any]:
@@ -81,18 +81,23 @@ def test_the_monitor_checks_at_the_start_every_k_trials_and_at_the_end(tmp_path:
     lines: list[str] = []
     monitor.log = lines.append
     study = _study()
-    for done in (0, 3, 9, 10, 14):  # checkpoints 0 and 10
+    for done in (0, 3, 24, 25, 31):  # checkpoints 0 and 25
         monitor.checkpoint(study, done)
-    monitor.checkpoint(study, 20)  # +50 %: a warning at once
-    monitor.checkpoint(study, 23, final=True)
-    monitor.checkpoint(study, 23, final=True)  # once
-    assert [c["trials_done"] for c in ref.checks(study)] == [0, 10, 20, 23]
+    monitor.checkpoint(study, 50)  # +50 %: a warning at once
+    monitor.checkpoint(study, 63, final=True)
+    monitor.checkpoint(study, 63, final=True)  # once
+    assert [c["trials_done"] for c in ref.checks(study)] == [0, 25, 50, 63]
     assert len(calls) == 4 and len(set(calls)) == 1  # exported once, measured at each checkpoint
     assert len(lines) == 1 and "+50 %" in lines[0] and lines[0].startswith("warning: the reference network now takes 3 ms on cpu")
     # Another worker (or a resumed run) finds the checkpoints taken.
-    other = Search(_config(tmp_path, trials=40)).monitor
-    other.checkpoint(study, 10)
-    assert len(calls) == 4
+    other = Search(_config(tmp_path, trials=100)).monitor
+    other.checkpoint(study, 25)
+    other.checkpoint(study, 75)  # claimed before measuring: a worker reaching it meanwhile skips it
+    assert len(calls) == 5
+    claimed = {"trials_done": 100, "by": "elsewhere", "on": {}, "claimed": True}
+    study.set_user_attr(f"{ref.PREFIX}{100:07d}", claimed)
+    other.checkpoint(study, 100)
+    assert len(calls) == 5
 
 
 def test_the_reference_is_the_tables_reference_network() -> None:
@@ -124,7 +129,7 @@ def test_a_live_search_rechecks_its_front_and_watches_a_reference(tmp_path: Path
         assert m["error_pct"] == pytest.approx(100 * (m["predicted_ms"] - m["measured_ms"]) / m["measured_ms"], abs=0.01)
     assert report["best"]["remeasured_latency_ms"] > 0 and report["best"]["meets_budget_when_remeasured"] is True
     s = report["reference"]
-    assert [p["trials_done"] for p in s["units"]["local"]["series"]] == [0, 10, 12]
+    assert [p["trials_done"] for p in s["units"]["local"]["series"]] == [0, 12]
     # A rerun of the finished search measures nothing again and reports the same.
     assert main([*argv, "--json", "--no-export"]) == 0
     again = json.loads(capsys.readouterr().out)

@@ -467,7 +467,7 @@ def test_profile_through_two_agents_then_search_with_the_table(
     write_device(devices, [a.url for a in agents], agents[0].token_file, repeats=10)
     device = get_device("mypi")
     before = [int(a.health()["measurements"]) for a in agents]
-    table = build_table(get_space("nb201"), device, calibrate=8, check=4, seed=1)
+    table = build_table(get_space("nb201"), device, calibrate=8, check=4, seed=1, force=True)  # a 4-network check may miss
     assert all(int(a.health()["measurements"]) > b for a, b in zip(agents, before, strict=True))  # both agents measured
     fp = agents[0].health()["fingerprint"]
     assert table.data["device"]["fingerprint"]["cpu"] == fp["cpu"] and table.data["runtime"]["onnxruntime"] == fp["onnxruntime"]
@@ -475,6 +475,7 @@ def test_profile_through_two_agents_then_search_with_the_table(
     table.save(path)
     assert LatencyTable.load(path).mismatches_for(device) == []
     argv = ["search", "--device", "mypi", "--latency", "50ms", "--trials", "8", "--strategy", "random", "--no-export"]
+    argv += ["--allow-failing-table"]  # the table is used whatever its 4-network check says; test_lut_trust tests the verdict
     assert main([*argv, "--latency-source", "lut", "--table", str(path), "--json", "--out", str(tmp_path / "run")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["latency_source"] == "lookup table"

@@ -16,6 +16,14 @@ from hwnas.search import Search, SearchConfig
 from hwnas.trials import TrialRecord
 
 
+def fastest_real(values):  # type: ignore[no-untyped-def]
+    """The least table latency of a network whose output depends on its input (the probe's answer)."""
+    from hwnas.spaces import get_space
+
+    nb = get_space("nb201")
+    return float(next(values[i] for i in np.argsort(values, kind="stable") if not nb.degenerate(nb.from_index(int(i)))))
+
+
 def _config(tmp: Path, **kw: object) -> SearchConfig:
     base: dict[str, object] = dict(
         space="nb201", device="pixel3", latency_ms=5.0, trials=60, strategy="tpe", seed=0, out=str(tmp / "run"), export=False
@@ -77,7 +85,7 @@ def test_front_is_feasible_and_non_dominated(pixel3_run: tuple[Search, dict]) ->
     assert is_non_dominated(vals, [True, False]).all()
     # Every feasible trial of the study is dominated by, or on, the front.
     for rec in search.records(search._study()):
-        if rec.feasible:
+        if rec.feasible and not rec.degenerate:  # a constant network is off the front by design (test_first_day)
             assert any(a >= rec.accuracy and lat <= rec.cost("latency_ms") for a, lat in vals)
     assert report["best"]["arch"] in {r["arch"] for r in rows}
 
@@ -149,7 +157,7 @@ def test_non_empty_foreign_out_dir_is_refused(tmp_path: Path) -> None:
 
 
 def test_infeasible_budget_stops_at_once_with_the_fastest_latency(tmp_path: Path) -> None:
-    fastest = float(nb201_latency("pixel3").min())
+    fastest = fastest_real(nb201_latency("pixel3"))
     with pytest.raises(InfeasibleError, match=f"{fastest:.4g}"):
         Search(_config(tmp_path, latency_ms=fastest / 2)).run()
 
@@ -157,7 +165,7 @@ def test_infeasible_budget_stops_at_once_with_the_fastest_latency(tmp_path: Path
 def test_no_feasible_trial_reports_smallest_latency_seen(tmp_path: Path) -> None:
     # A budget just above the fastest cell passes the probe, but random search rarely hits it.
     lat = nb201_latency("pixel3")
-    budget = float(np.sort(lat)[0]) * 1.0000001
+    budget = fastest_real(lat) * 1.0000001
     config = _config(tmp_path, latency_ms=budget, trials=5, strategy="random")
     with pytest.raises(InfeasibleError, match="smallest latency seen"):
         Search(config).run()

@@ -113,16 +113,23 @@ def test_overflowing_number_is_refused() -> None:
     assert math.isfinite(value)
 
 
-@pytest.mark.parametrize(("text", "millions"), [("300M", 300.0), ("5M", 5.0), ("1.2G", 1200.0), ("800K", 0.8), ("2500000", 2.5)])
+@pytest.mark.parametrize(("text", "millions"), [("300M", 300.0), ("5M", 5.0), ("1.2G", 1200.0), ("800K", 0.8), ("2.5m", 2.5)])
 def test_parse_count(text: str, millions: float) -> None:
     from hwnas.units import parse_count_m
 
     assert parse_count_m(text) == pytest.approx(millions)
 
 
-@pytest.mark.parametrize("text", ["", "M", "-5M", "0M", "5 M", "5T", "lots", "1e3M"])
+@pytest.mark.parametrize("text", ["", "M", "-5M", "0M", "5 M", "5T", "lots", "1e3M", "10", "2500000"])
 def test_parse_count_rejects(text: str) -> None:
     from hwnas.units import parse_count_m
 
     with pytest.raises(UsageError, match="300M"):
         parse_count_m(text, "FLOPs budget")
+
+
+def test_a_count_without_unit_says_the_unit_is_required() -> None:
+    from hwnas.units import parse_count_m
+
+    with pytest.raises(UsageError, match=r"'10' \(a unit is required: 10M is 10 million, 10K 10 thousand, 10G 10 billion\)"):
+        parse_count_m("10", "FLOPs budget")

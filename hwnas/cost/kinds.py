@@ -27,8 +27,14 @@ ORT_KEYS = {
 
 def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, live: Callable[[], CostSource]) -> CostSource:
     """The latency source of a device that measures: ``auto``, this device's lookup table when one
-    was built through it and still matches it, else ``live()``; ``lut`` and ``measure`` force one;
-    ``table`` is refused. Shared by every kind that measures (onnxruntime here, remote agents)."""
+    was built through it, still matches it and did not fail its check, else ``live()``; ``lut`` and
+    ``measure`` force one; ``table`` is refused. Shared by every kind that measures (onnxruntime
+    here, remote agents).
+
+    ``auto`` passes over a table that failed its check (kept by ``hwnas profile --force``) with a
+    note, as it passes over one from another machine: live measurement is slower but right, and
+    ``auto`` promises the best source that is right. ``lut`` refuses such a table (see
+    :class:`~hwnas.cost.latency.LookupTableLatency`) unless the user accepted it by name."""
     from hwnas.cost.latency import LookupTableLatency
     from hwnas.cost.lut import LatencyTable, find_table
 
@@ -50,6 +56,14 @@ def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, l
     if source == "auto" and why:
         if request.log:
             request.log(f"note: not using latency table {path} ({why[0]}); measuring live instead")
+        return live()
+    if source == "auto" and table.failing and not table.accept_failing:
+        if request.log:
+            request.log(
+                f"note: not using latency table {path}: it failed its check when it was built ({table.failing}); measuring live "
+                f"instead (slower); rebuild it on a quiet machine with "
+                f"'hwnas profile --device {device.name} --space {space.name} --check 40'"
+            )
         return live()
     return LookupTableLatency(device, space, table, allow_foreign=request.allow_foreign)
 

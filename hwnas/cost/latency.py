@@ -144,9 +144,14 @@ class BenchmarkTableLatency(LatencyModel):
         )
 
     def lower_bound_latency(self) -> tuple[Latency, Arch]:
+        """The fastest network of the table whose output depends on its input (a constant network
+        is faster, and no answer to whether a budget can be met)."""
+        for i in np.argsort(self.values, kind="stable"):
+            arch = self.bench.arch(int(i))
+            if not self.space.degenerate(arch):
+                return self.latency(arch), arch
         i = int(np.argmin(self.values))
-        arch = self.bench.arch(i)
-        return self.latency(arch), arch
+        return self.latency(self.bench.arch(i)), self.bench.arch(i)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -159,7 +164,12 @@ class BenchmarkTableLatency(LatencyModel):
 
 
 class LookupTableLatency(LatencyModel):
-    """Prediction from a latency lookup table (``hwnas profile``): about a microsecond a candidate."""
+    """Prediction from a latency lookup table (``hwnas profile``): about a microsecond a candidate.
+
+    A table that ``hwnas profile --force`` kept although it failed its check is refused, unless
+    the table was loaded with ``accept_failing`` (``search --allow-failing-table``): then every
+    run says so loudly.
+    """
 
     kind = "lookup table"
     #: A check worse than this is reported as poor.
@@ -177,6 +187,13 @@ class LookupTableLatency(LatencyModel):
                 f"latency table {table.path} was not built on this machine and runtime ({self.mismatches[0]}); rebuild it with "
                 f"'hwnas profile --device {device.name} --space {space.name}' or pass --allow-foreign-table to use it anyway"
             )
+        self.failing = table.failing
+        if self.failing and not table.accept_failing:
+            raise UsageError(
+                f"latency table {table.path} failed its check when it was built ({self.failing}); rebuild it on a quiet machine with "
+                f"'hwnas profile --device {device.name} --space {space.name} --check 40', measure live with --latency-source measure, "
+                f"or pass --table {table.path} --allow-failing-table to use it anyway"
+            )
 
     def latency(self, arch: Arch, model: torch.nn.Module | None = None) -> Latency:
         return Latency(ms=self.table.predict_ms(self.space, arch), source="lookup table", details={"table": self.table.path})
@@ -190,7 +207,13 @@ class LookupTableLatency(LatencyModel):
         return [warning] if warning else []
 
     def quality_warning(self) -> str | None:
-        """A one-line warning when the table was never checked or checks poorly, else None."""
+        """A one-line warning when the table failed its check (used with an override), was never
+        checked or checks poorly, else None."""
+        if self.failing:
+            return (
+                f"WARNING: latency table {self.table.path} FAILED its check when it was built ({self.failing}); it is used only because "
+                "of --allow-failing-table, and its latencies may be off by more than 10 %, so the budget and the front may be wrong"
+            )
         check = self.table.check
         if not check:
             return (
@@ -212,6 +235,7 @@ class LookupTableLatency(LatencyModel):
             "table": self.table.path,
             "check": {k: check[k] for k in ("n", "within_5pct", "within_10pct", "mape_pct", "kendall_tau", "when")} if check else None,
             "foreign_table_used_with_override": self.mismatches or None,
+            "failing_table_used_with_override": self.failing,
         }
 
 

@@ -109,6 +109,8 @@ class LatencyTable:
 
     data: dict[str, Any]
     path: str = ""
+    #: The user accepted this table although it is marked as failing its check (``search --allow-failing-table``).
+    accept_failing: bool = False
 
     @property
     def space(self) -> str:
@@ -126,10 +128,18 @@ class LatencyTable:
     def check(self) -> dict[str, Any] | None:
         return self.data.get("check")
 
+    @property
+    def failing(self) -> str | None:
+        """Why ``hwnas profile`` marked the table as failing its check (kept with ``--force``), else None."""
+        verdict = self.data.get("verdict")
+        if verdict is None or verdict["passed"]:
+            return None
+        return str(verdict["reason"])
+
     # -- io --------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> LatencyTable:
-        """Read and schema-check a table.
+    def load(cls, path: str | Path, *, accept_failing: bool = False) -> LatencyTable:
+        """Read and schema-check a table; ``accept_failing``: use it even where it is marked as failing its check.
 
         Raises:
             UsageError: one line naming the file and what is wrong with it.
@@ -151,7 +161,7 @@ class LatencyTable:
                 f"latency table {path} is unreadable or not JSON ({type(exc).__name__}); rebuild it with 'hwnas profile'"
             ) from None
         _check_schema(data, path)
-        return cls(data=data, path=str(path))
+        return cls(data=data, path=str(path), accept_failing=accept_failing)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -301,6 +311,13 @@ def _check_schema(data: Any, path: Path) -> None:
         tau = check.get("kendall_tau")  # NaN when the checked networks tie
         if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not isinstance(check.get("when", ""), str):
             raise bad("check.kendall_tau / check.when missing")
+    verdict = data.get("verdict")
+    if verdict is not None and not (
+        isinstance(verdict, dict)
+        and isinstance(verdict.get("passed"), bool)
+        and (verdict["passed"] or isinstance(verdict.get("reason"), str))
+    ):
+        raise bad("verdict must hold passed (true or false) and, for a table that failed, its reason")
     ref = data.get("reference")
     if ref is not None and not (isinstance(ref, dict) and isinstance(ref.get("arch"), str) and _number(ref.get("median_ms"))):
         raise bad("reference must hold arch and median_ms")

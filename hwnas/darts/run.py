@@ -8,6 +8,8 @@ same way); ``benchmarks/darts.py`` calls it directly.
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +19,9 @@ import torch
 
 from hwnas.cost.latency import LatencyModel
 from hwnas.darts.latency import AdditiveLatency, fit_additive_latency
-from hwnas.darts.select import alpha_scores, derive_under_budget, perturbation_scores
+from hwnas.darts.select import alpha_scores, derive_architecture, derive_under_budget, perturbation_scores
 from hwnas.darts.supernet import Supernet
-from hwnas.darts.train import DartsConfig, DartsResult, latency_loss, repair_to_budget, search, skip_share
+from hwnas.darts.train import DartsConfig, DartsResult, latency_loss, search, skip_share
 from hwnas.spaces import Arch, SearchSpace
 
 
@@ -106,8 +108,13 @@ def run_darts(
         f"{' adapted toward the target' if config.adapts else ''}"
     )
 
-    def exact(picks: list[int]) -> float:
+    @functools.cache
+    def exact_of(picks: tuple[int, ...]) -> float:
         return latency_model.latency(supernet.derive(picks)).ms
+
+    def exact(picks: list[int]) -> float:
+        """The device latency (ms) of a derivation; the selection asks for the same ones often."""
+        return exact_of(tuple(int(p) for p in picks))
 
     result = search(
         supernet,
@@ -137,14 +144,19 @@ def run_darts(
     unconstrained = derive_under_budget(supernet, scores, additive, exact, float("inf"), max_share=cap)[0]
     before = supernet.derive(unconstrained)
     before_ms = exact(unconstrained)
-    budgeted, mu = derive_under_budget(supernet, scores, additive, exact, target_ms, max_share=cap)
+    chosen = derive_architecture(supernet, scores, result.probabilities, additive, exact, target_ms, max_share=cap)
+    how = f"latency multiplier {chosen.multiplier:.3g}"
+    if math.isinf(chosen.multiplier):
+        how = "the multiplier's ceiling misses (the additive model is not exact); exact search within the cap"
     say(
         f"selection ({config.selection}): unconstrained {space.to_string(before)} {before_ms:.3f} ms; "
-        f"under {target_ms:g} ms: latency multiplier {mu:.3g}, {exact(budgeted):.3f} ms"
+        f"under {target_ms:g} ms: {how}, {exact(chosen.selected):.3f} ms"
     )
-    picks, repairs = repair_to_budget(supernet, budgeted, result.probabilities, exact, target_ms)
+    picks, repairs = chosen.picks, chosen.repairs
     for line in repairs:
         say(f"budget repair: {line}")
+    if exact(picks) > target_ms and math.isinf(chosen.multiplier):
+        say(f"no architecture within the collapse guard's cap meets {target_ms:g} ms: the fastest runs at {exact(picks):.3f} ms")
     arch = supernet.derive(picks)
     # The derived network with the supernet's weights (batch-norm statistics re-estimated) on the valid split.
     sub = _inherited(supernet, picks)
@@ -187,10 +199,14 @@ def run_darts(
 
 
 def search_splits(ds: Any, seed: int) -> tuple[Any, Any, Any]:
-    """(train, valid, test) of a search: the data's own test split where it has one, else 20 %
-    held out; the rest halved, stratified, into the weight (train) and architecture (valid) splits."""
+    """(train, valid, test) of a search: the data's own validation split (an image folder's
+    ``val/``) trains the architecture and all the rest the weights, its test split (or None) held
+    out. Otherwise the data's own test split where it has one, else 20 % held out; the rest halved,
+    stratified, into the weight (train) and architecture (valid) splits."""
     from hwnas.datasets import split
 
+    if ds.valid is not None:
+        return ds, ds.valid, ds.test
     if ds.test is not None:
         train, valid = split(ds, (0.5, 0.5), seed=seed)
         return train, valid, ds.test

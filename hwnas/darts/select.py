@@ -24,11 +24,26 @@ then nothing is spent for the sake of spending it. One multiplier treats alike d
 (all of them switch at the same ``mu``), which can leave much of the budget unused; a greedy
 fill then takes the upgrades with the best score gained per millisecond while the exact
 latency stays within the target.
+
+The multiplier trusts the additive model, and a cell's latency is not additive: a zero choice
+(NB201's ``none``) cuts off the edges behind it, so the fastest cells within the cap use it (on
+pixel3 the fastest capped cell runs at 1.58 ms, one with no ``none`` at 3.85 ms), while at the
+multiplier's ceiling the model's cheapest picks ran at 4.59 ms, and a perturbation score never
+selects ``none`` at all. So when even the ceiling misses the target, the choice is made on the
+exact latency where the space is small enough to enumerate (NB201: 15,625 cells, 8,505 within
+the cap): the best-scored architecture within the cap whose exact latency fits, a zero choice
+counting below every other choice (taken only when nothing without it fits); where none fits,
+the fastest one. Whenever an architecture within the cap meets the budget, the derived one does.
+Larger spaces (MBConv, whose latency is a sum over its blocks) keep the ceiling's picks and the
+greedy repair (:func:`hwnas.darts.train.repair_to_budget`).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,9 +51,11 @@ import torch.nn.functional as F
 
 from hwnas.darts.latency import AdditiveLatency
 from hwnas.darts.supernet import Supernet
-from hwnas.darts.train import derive_picks
+from hwnas.darts.train import derive_picks, repair_to_budget
 
 SELECTIONS = ("perturbation", "alpha")
+#: The exact search enumerates a supernet's architectures when there are at most this many.
+MAX_ENUMERATED = 16_000
 
 
 @torch.no_grad()
@@ -101,13 +118,12 @@ def derive_under_budget(
 ) -> tuple[list[int], float]:
     """The picks maximising ``sum(score) - mu * LAT`` per decision for the smallest ``mu >= 0``
     whose exact latency is within ``target_ms``; returns (picks, mu). When even the largest
-    multiplier tried misses the target, its picks are returned (the caller repairs them)."""
+    multiplier tried misses the target: the exact search's picks (:func:`best_within_budget`)
+    with ``mu = inf`` where the space can be enumerated, else the ceiling's picks (the caller
+    repairs them)."""
 
     def picks_at(mu: float) -> list[int]:
-        adjusted = [
-            torch.as_tensor(np.nan_to_num(s, posinf=1e9, neginf=-1e9) - mu * np.asarray(w))
-            for s, w in zip(scores, additive.weights, strict=True)
-        ]
+        adjusted = [torch.as_tensor(_finite(s) - mu * np.asarray(w)) for s, w in zip(scores, additive.weights, strict=True)]
         return derive_picks(supernet, adjusted, max_share=max_share)
 
     picks = picks_at(0.0)
@@ -118,7 +134,8 @@ def derive_under_budget(
     lat_step = min((float(np.min(np.diff(np.unique(w)))) for w in additive.weights if len(np.unique(w)) > 1), default=1.0)
     hi = max(spread, 1e-9) / max(lat_step, 1e-9) * 10.0
     if exact(picks_at(hi)) > target_ms:
-        return picks_at(hi), hi
+        found = best_within_budget(supernet, scores, exact, target_ms, max_share=max_share)
+        return (picks_at(hi), hi) if found is None else (found[0], math.inf)
     lo = 0.0
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
@@ -167,3 +184,86 @@ def fill_budget(
         _, i, c, current = best
         picks[i] = c
     return picks
+
+
+def _finite(s: np.ndarray) -> np.ndarray:
+    """Scores with +inf (a choice that must stay) and -inf (a zero choice) as +-1e9: they then
+    rank above, or below, every real score, and a sum of them still orders architectures."""
+    return np.nan_to_num(np.asarray(s, dtype=float), posinf=1e9, neginf=-1e9)
+
+
+def capped_architectures(supernet: Supernet, max_share: float | None) -> np.ndarray | None:
+    """Every pick combination with at most ``max_share`` of the decisions on a parameter-free
+    choice, as an int array (architectures, decisions); None when the supernet has more than
+    :data:`MAX_ENUMERATED` combinations."""
+    decisions = supernet.decisions()
+    sizes = [len(d.choices) for d in decisions]
+    if math.prod(sizes) > MAX_ENUMERATED:
+        return None
+    grid = np.array(list(itertools.product(*[range(n) for n in sizes])), dtype=np.int64)
+    if max_share is None:
+        return grid
+    free = np.zeros(len(grid), dtype=np.int64)
+    for i, d in enumerate(decisions):
+        free += np.isin(grid[:, i], [c for c, label in enumerate(d.choices) if label in supernet.skip_choices])
+    return grid[free <= math.floor(max_share * len(decisions) + 1e-9)]
+
+
+def best_within_budget(
+    supernet: Supernet,
+    scores: Sequence[np.ndarray],
+    exact: Callable[[list[int]], float],
+    target_ms: float,
+    *,
+    max_share: float | None,
+) -> tuple[list[int], bool] | None:
+    """The exact search: (picks, True) for the best-scored architecture within the cap whose exact
+    latency is within ``target_ms``, else (the fastest within the cap, False); None when the
+    supernet has too many architectures to enumerate. Architectures are tried best score first, so
+    only those scored above the answer are timed."""
+    grid = capped_architectures(supernet, max_share)
+    if grid is None:
+        return None
+    total = np.zeros(len(grid))
+    for i, s in enumerate(scores):
+        total += _finite(s)[grid[:, i]]
+    fastest: tuple[float, list[int]] | None = None
+    for k in np.argsort(-total, kind="stable"):
+        picks = grid[k].tolist()
+        lat = exact(picks)
+        if lat <= target_ms:
+            return picks, True
+        if fastest is None or lat < fastest[0]:
+            fastest = (lat, picks)
+    assert fastest is not None  # the grid holds at least the all-parametric architecture
+    return fastest[1], False
+
+
+@dataclass
+class Derivation:
+    """The architecture a trained supernet gives under a budget, and how it was reached."""
+
+    #: The final picks (after the budget repair).
+    picks: list[int]
+    #: The selection's picks, before the repair.
+    selected: list[int]
+    #: The latency multiplier; ``inf`` where the exact search chose.
+    multiplier: float
+    repairs: list[str] = field(default_factory=list)
+
+
+def derive_architecture(
+    supernet: Supernet,
+    scores: Sequence[np.ndarray],
+    probabilities: Sequence[Sequence[float]],
+    additive: AdditiveLatency,
+    exact: Callable[[list[int]], float],
+    target_ms: float,
+    *,
+    max_share: float | None,
+) -> Derivation:
+    """The selection under the budget (:func:`derive_under_budget`), then the greedy repair
+    on the exact latency where it still misses (:func:`~hwnas.darts.train.repair_to_budget`)."""
+    selected, mu = derive_under_budget(supernet, scores, additive, exact, target_ms, max_share=max_share)
+    picks, repairs = repair_to_budget(supernet, selected, [list(p) for p in probabilities], exact, target_ms)
+    return Derivation(picks, selected, mu, repairs)

@@ -39,7 +39,7 @@ class EvaluationFailed(RuntimeError):
 class EvalContext:
     """What a training-based evaluator needs from the run it serves."""
 
-    #: ``--data`` spec: digits | cifar10:DIR | cifar100:DIR | npz:FILE
+    #: ``--data`` spec: digits | cifar10:DIR | cifar100:DIR | npz:FILE | folder:DIR
     data: str = "digits"
     #: ``--train-device``: cpu | cuda
     train_device: str = "cpu"

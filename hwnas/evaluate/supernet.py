@@ -217,9 +217,8 @@ class SupernetEvaluator:
 
         net = self.supernet()
         dev = self.context.train_device
-        order = batches(self.train, len(self.train), shuffle=True, seed=self.settings.seed)
-        x_all, _ = next(iter(order))
-        x_all = x_all[: self._recalibration_count()]
+        # The first images of the seeded order, decoded alone (an image folder is never read whole).
+        x_all, _ = next(batches(self.train, self._recalibration_count(), shuffle=True, seed=self.settings.seed))
         images = (x_all[i : i + self.settings.batch].to(dev) for i in range(0, len(x_all), self.settings.batch))
         recalibrate_batchnorm(net, lambda x: net(x, arch), (x for x in images if len(x) >= 2))
 

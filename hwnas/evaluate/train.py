@@ -208,7 +208,7 @@ class TrainEvaluator:
         def on_epoch(epoch: int, loss: float) -> None:
             nonlocal last
             assert model is not None
-            acc, valid_loss = evaluate_classifier(model, _resized(_batches(self.valid, 256), size), settings.device)
+            acc, valid_loss = evaluate_classifier(model, _batches(self.valid, 256, size=size), settings.device)
             if not math.isfinite(valid_loss):
                 raise DivergedError(f"validation loss is {valid_loss} after epoch {epoch}")
             curve.append(acc)
@@ -230,7 +230,7 @@ class TrainEvaluator:
             model = _network_for(self.space, arch, self.data)
             losses = train_classifier(
                 model,
-                lambda e: _resized(_batches(self.train, batch, seed=1000 * seed + e), size),
+                lambda e: _batches(self.train, batch, seed=1000 * seed + e, size=size),
                 settings,
                 on_epoch=on_epoch,
             )
@@ -312,20 +312,11 @@ class TrainEvaluator:
             side.tell(t, value, state=state)
 
 
-def _batches(ds: Dataset, size: int, seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(ds: Dataset, batch: int, seed: int | None = None, size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of ``ds``, shuffled when a seed is given, resized to ``size`` (an image folder decodes straight at it)."""
     from hwnas.datasets import batches
 
-    return batches(ds, size, shuffle=seed is not None, seed=seed)
-
-
-def _resized(it: Iterator[tuple[torch.Tensor, torch.Tensor]], size: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    if size is None:
-        yield from it
-        return
-    import torch.nn.functional as F
-
-    for x, y in it:
-        yield F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True), y
+    return batches(ds, batch, shuffle=seed is not None, seed=seed, size=size)
 
 
 def _network_for(space: SearchSpace, arch: Arch, data: Dataset) -> torch.nn.Module:

@@ -102,6 +102,8 @@ class SearchConfig:
     latency_source: str = "auto"
     table: str = ""
     allow_foreign_table: bool = False
+    #: Use the ``table`` although ``hwnas profile --force`` marked it as failing its check (warned about loudly).
+    allow_failing_table: bool = False
     #: Training data of DARTS and of training evaluators.
     data: str = "digits"
     #: Epochs and batch size: DARTS's supernet and training evaluators (None: each one's default).
@@ -282,12 +284,15 @@ def _latency_request(c: SearchConfig, device: Device, say: Any) -> Any:
 
     if source not in LATENCY_SOURCES:
         raise UsageError(f"unknown latency source {source!r}; valid: {', '.join(LATENCY_SOURCES)}")
-    for flag, on in (("--table", bool(c.table)), ("--allow-foreign-table", c.allow_foreign_table)):
+    flags = (("--table", bool(c.table)), ("--allow-foreign-table", c.allow_foreign_table), ("--allow-failing-table", c.allow_failing_table))
+    for flag, on in flags:
         if on and source in ("measure", "table"):
             raise UsageError(
                 f"{flag} applies to lookup tables, which --latency-source {source} does not use; drop {flag} or --latency-source"
             )
     if not c.table:
+        if c.allow_failing_table:
+            raise UsageError("--allow-failing-table accepts a table that failed its check by name; add --table FILE")
         return LatencyRequest(source=source, allow_foreign=c.allow_foreign_table, log=say)
     if not device.measured:
         raise UsageError(
@@ -296,7 +301,7 @@ def _latency_request(c: SearchConfig, device: Device, say: Any) -> Any:
         )
     from hwnas.cost.lut import LatencyTable
 
-    table = LatencyTable.load(c.table)
+    table = LatencyTable.load(c.table, accept_failing=c.allow_failing_table)
     if table.device != device.name and not c.allow_foreign_table:
         raise UsageError(
             f"latency table {c.table} was built for device {table.device!r}, not {device.name!r}; build this device's with "

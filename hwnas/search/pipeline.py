@@ -63,6 +63,10 @@ class TrialPipeline:
             trial.set_user_attr(T.FAILED_BECAUSE, "interrupted (Ctrl-C) while its costs were measured; its work is redone on resume")
             raise
         record: dict[str, Any] = {T.ARCH: self.space.to_string(arch), T.COSTS: costs, T.COST_SOURCES: sources}
+        record[T.STRATEGY] = self.plan.config.strategy
+        why = self.space.degenerate(arch)
+        if why:
+            record[T.DEGENERATE] = why
         if details:
             record[T.COST_DETAILS] = details
         over = []
@@ -119,6 +123,7 @@ class TrialPipeline:
         record = dict(prior.user_attrs.get(T.RECORD) or {})
         record[T.ARCH] = self.space.to_string(arch)
         record[T.REUSED_FROM] = prior.number
+        record[T.STRATEGY] = self.plan.config.strategy
         trial.set_user_attr(T.RECORD, record)
         for name, value in prior.constraints.items():
             trial.set_constraint(name, value)

@@ -60,12 +60,13 @@ def summary(plan: Plan, r: TrialRecord) -> dict[str, Any]:
 
 def hypervolume(plan: Plan, recs: list[TrialRecord]) -> tuple[float, tuple[float, float]]:
     """Hypervolume of the feasible front on the study's two objectives, from the reference point
-    (accuracy 0, the second objective's budget where it has one, else the largest value seen)."""
+    (accuracy 0, the second objective's budget where it has one, else the largest value seen);
+    networks whose output ignores their input add nothing."""
     import numpy as np
 
     metric = plan.objectives[1].metric
     limit = next((c.limit for c in plan.constraints if c.metric == metric), None)
-    feas = [r for r in recs if r.feasible]
+    feas = [r for r in recs if r.feasible and not r.degenerate]
     ref_cost = limit if limit is not None else max((r.values[1] for r in recs), default=0.0)
     ref = (0.0, float(ref_cost))
     if not feas:
@@ -99,13 +100,14 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
     # would make the workers' reports differ with their timing; so is one in flight whose slot is
     # past the budget (or that has no slot yet): it is about to be refused as "not run".
     states = [t.state for t in study.get_trials(deepcopy=False) if not _superfluous(t, int(c.trials or 0))]
-    lat = [v for r in recs if (v := r.cost("latency_ms")) is not None]
+    lat = [v for r in recs if (v := r.cost("latency_ms")) is not None and not r.degenerate]
     trials = {
         "budget": c.trials,
         "complete": len(recs),
         "feasible": len(feas),
         "infeasible": len(recs) - len(feas),
         "reused": sum(r.reused for r in recs),
+        "degenerate": sum(r.degenerate and not r.reused for r in recs),
         "failed": sum(s == optuna.trial.TrialState.FAIL for s in states),
         "running": sum(s == optuna.trial.TrialState.RUNNING for s in states),
         "min_latency_ms": min(lat, default=None),
@@ -137,6 +139,8 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
         "constraints": [{"metric": k.metric, "limit": k.limit, "unit": k.unit, "flag": k.flag, "cheap": k.cheap} for k in plan.constraints],
         "costs": [ch.source.describe() | {"metrics": [m.name for m in ch.metrics()], "cheap": ch.source.cheap} for ch in plan.charged],
         "strategy": c.strategy,
+        # Trials by the strategy that proposed them (a rerun with another --strategy adds to the study).
+        "strategies": _by_strategy(recs),
         "seed": c.seed,
         "evaluator": plan.evaluator.describe() if plan.evaluator is not None else {"name": c.evaluator},
         "latency_model": plan.latency.describe(),
@@ -147,6 +151,8 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
         "hypervolume_reference": list(ref),
         "best": best_d,
         "front": [summary(plan, r) for r in front],
+        # Networks whose output ignores their input: fast and "feasible", but no network at all.
+        "front_degenerate_left_out": sum(r.degenerate for r in T.front(recs, plan.maximize(), degenerate=True)),
         "recheck": rechecked,
         "reference": reference.summary(study, plan.device.name),
     }
@@ -158,6 +164,14 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
             out[key] = best_d[key]
     out["measured_latency_ms"] = None
     return out
+
+
+def _by_strategy(recs: list[TrialRecord]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in recs:
+        name = str(r.attrs.get(T.STRATEGY) or "unrecorded")
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _superfluous(trial: optuna.trial.FrozenTrial, budget: int) -> bool:
@@ -195,6 +209,84 @@ def write_report(plan: Plan, data: dict[str, Any]) -> None:
     write_json(plan.out / "report.json", data)
 
 
+def exported_so_far(out: Any) -> dict[str, Any] | None:
+    """The export section of the run folder's report.json, as an earlier command left it."""
+    import json
+
+    try:
+        earlier = json.loads((out / "report.json").read_text()).get("export")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return earlier if isinstance(earlier, dict) else None
+
+
+def earlier_export(plan: Plan, best: dict[str, Any] | None, earlier: dict[str, Any] | None, *, log: Any) -> dict[str, Any] | None:
+    """With ``--no-export``: the earlier export of this folder (``earlier``, from
+    :func:`exported_so_far`) where ``best.onnx`` is still the best's, so the report describes the
+    file; a ``best.onnx`` of another trial is removed, never left beside a report that does not
+    describe it."""
+    path = plan.out / "best.onnx"
+    if not path.exists():
+        return None
+    trial = _onnx_trial(path)
+    if best is not None and trial == best["trial"] and isinstance(earlier, dict):
+        return earlier | {"exported_by": "an earlier command in this folder"}
+    with folder_lock(plan.out / ".export.lock"):
+        path.unlink(missing_ok=True)
+    now = f"the best is now trial {best['trial']}" if best else "there is no feasible best now"
+    log(f"removed {path} (trial {trial}): {now}; rerun without --no-export to export it")
+    return None
+
+
+def _onnx_trial(path: Any) -> int | None:
+    """The trial number in an exported model's metadata (None where it says none)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises DecodeError and others on a damaged file: then it is nobody's
+        return None
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        return int(props.get("hwnas.trial", ""))
+    except ValueError:
+        return None
+
+
+def deployment(plan: Plan) -> dict[str, Any]:
+    """What an application's ONNX Runtime session needs to feed the network: the input layout,
+    shape and value range, the normalisation, the classes and their names where known."""
+    import json
+
+    arch = plan.space.smallest()
+    c, h, w = plan.space.input_shape(arch)
+    out: dict[str, Any] = {"input_layout": "NCHW (batch, channels, height, width), float32, batch axis dynamic"}
+    out["input_shape"] = f"{c}x{h}x{w}"
+    data = getattr(plan.evaluator, "data", None)
+    if data is not None and hasattr(data, "num_classes"):  # trained here on hwnas.datasets images
+        out["input_range"] = "[0, 1] (8-bit pixel / 255)"
+        out["normalisation"] = "none: the network was trained on [0, 1] inputs"
+        out["num_classes"] = data.num_classes
+        labels = getattr(data, "labels", None)
+        out["labels"] = json.dumps(list(labels)) if labels else None
+        out["data"] = getattr(data, "name", None)
+        return out
+    from hwnas.spaces.nb201 import INPUT_NORMALISATION
+
+    norm = INPUT_NORMALISATION.get(str(getattr(plan.space, "dataset", "")))
+    out["num_classes"] = getattr(plan.space, "num_classes", None)
+    if norm is not None and plan.space.name == "nb201":
+        out["input_range"] = "[0, 1] (8-bit pixel / 255), then normalised"
+        out["normalisation"] = (
+            json.dumps(
+                {"mean": [round(float(m), 6) for m in norm["mean"]], "std": [round(float(x), 6) for x in norm["std"]]}  # type: ignore[attr-defined]
+            )
+            + " (per channel, RGB; NAS-Bench-201's training pipeline, which the benchmark accuracy is for)"
+        )
+        out["labels"] = json.dumps(norm["labels"]) if norm["labels"] else None
+    return out
+
+
 def export_best(plan: Plan, best: dict[str, Any], *, log: Any) -> dict[str, Any]:
     """Export the best feasible arch to ``best.onnx`` (checked, parity, re-measured where it can be)."""
     from hwnas.export import export_verified
@@ -214,6 +306,7 @@ def export_best(plan: Plan, best: dict[str, Any], *, log: Any) -> dict[str, Any]
     for key in ("latency_ms", "latency_source", "flops_m", "params_m", "memory_bytes", "size_bytes"):
         if key in best:
             meta[key] = best[key]
+    meta.update(deployment(plan))
     # An evaluator with trained weights (the supernet's) exports the network it scored, weights included.
     trained = plan.evaluator.build_trained(arch) if plan.evaluator is not None else None
     with folder_lock(plan.out / ".export.lock"):  # workers sharing --out export one at a time

@@ -7,10 +7,12 @@ The stages live in their own modules (:mod:`.config`, :mod:`.rundir`, :mod:`.stu
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwnas import trials as T
@@ -35,9 +37,11 @@ if TYPE_CHECKING:
 class Search:
     """Runs (or resumes) the study of one :class:`SearchConfig`; checks it whole on construction."""
 
-    def __init__(self, config: SearchConfig, *, log: Callable[[str], None] = lambda s: None) -> None:
+    def __init__(self, config: SearchConfig, *, log: Callable[[str], None] | None = None) -> None:
+        """``log`` takes each progress line; by default they go to the ``hwnas.search`` logger at
+        INFO (``logging.basicConfig(level=logging.INFO)`` shows them)."""
         self.config = config
-        self.log = log
+        self.log = log = log if log is not None else logging.getLogger("hwnas.search").info
         self.plan: Plan = resolve(config, log=log)
         for warning in self.plan.warnings:
             log(warning)
@@ -49,6 +53,7 @@ class Search:
         self.monitor = ReferenceMonitor(self.plan, log=log)
         self._best: TrialRecord | None = None
         self._t0 = time.perf_counter()
+        self._done0 = 0
 
     # -- the study ------------------------------------------------------------------
     def _study(self) -> optuna.Study:
@@ -64,14 +69,18 @@ class Search:
         self._t0 = t0 = time.perf_counter()
         c, plan = self.config, self.plan
         prepare(self.out, c.identity())
+        exported = results.exported_so_far(self.out)  # before this run rewrites report.json
         # The storage URL as given: `hwnas report` and `hwnas export --run` reopen the study with it.
-        write_json(self.out / "config.json", asdict(c) | {VERSION_KEY: IDENTITY_VERSION})
+        # The latest command's settings, and every strategy that has added trials to this folder.
+        write_json(
+            self.out / "config.json", asdict(c) | {VERSION_KEY: IDENTITY_VERSION, "strategies": _strategies_so_far(self.out, c.strategy)}
+        )
         study = self._study()
         # A trial left RUNNING by a worker that is gone (kill -9, a crash) is failed and redone.
         fail_stale_trials(study, log=self.log)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             self._take(t)
-        done = count_done(study)
+        done = self._done0 = count_done(study)
         if done:
             self.log(f"resuming study {c.study!r} in {display_url(c.storage)}: {done} of {c.trials} trials done")
         else:
@@ -96,6 +105,9 @@ class Search:
             report["export"] = results.export_best(plan, report["best"], log=self.log)
             report["measured_latency_ms"] = report["export"]["measured_latency_ms"]
             report["wall_time_s"] = round(time.perf_counter() - t0, 2)
+            results.write_report(plan, report)
+        else:
+            report["export"] = results.earlier_export(plan, report["best"], exported, log=self.log)
             results.write_report(plan, report)
         return report
 
@@ -126,7 +138,9 @@ class Search:
             return f"none of {n} trials met the budgets; {hint} {where}"
         metric = max(misses, key=lambda k: misses[k])
         con = next(k for k in self.plan.constraints if k.metric == metric)
-        least = min(r.costs[metric] for r in recs if metric in r.costs)
+        least = min((r.costs[metric] for r in recs if metric in r.costs and not r.degenerate), default=None)
+        if least is None:  # only networks whose output ignores the input: their figures say nothing
+            least = min(r.costs[metric] for r in recs if metric in r.costs)
         return (
             f"none of {n} trials met the budgets: {misses[metric]} missed {con.flag} {con.as_flag_value(con.limit)}; "
             f"the smallest {con.name} seen is {con.format(least)}; {hint} {where}"
@@ -218,9 +232,13 @@ class Search:
         status = f"acc {rec.values[0]:6.2f}%" if rec.feasible else "over budget "
         over = f" (over {', '.join(rec.attrs.get(T.OVER_BUDGET, []))})" if not rec.feasible else ""
         reused = " (reused)" if rec.reused else ""
+        elapsed = time.perf_counter() - self._t0
+        ran = done - self._done0
+        eta = _clock(elapsed / ran * max(0, int(self.config.trials or 0) - done)) if ran > 0 else "?"
+        net = self.space.short(self.space.from_string(rec.arch))
         self.log(
-            f"[{done:>4}/{self.config.trials}] trial {trial.number:>4}: {status} {obj.metric.split('_')[0]} "
-            f"{obj.format(rec.values[1]):>10} "
+            f"[{done:>4}/{self.config.trials} {_clock(elapsed)} eta {eta}] trial {trial.number:>4} {net}: "
+            f"{status} {obj.metric.split('_')[0]} {obj.format(rec.values[1]):>10} "
             f"{rec.source(obj.metric) or ''}{over}{reused} | {best}"
         )
         self.monitor.checkpoint(study, done)
@@ -260,6 +278,25 @@ class Search:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
         self._after_trial(study, study.tell(trial, values))
+
+
+def _strategies_so_far(out: Path, strategy: str) -> list[str]:
+    """The strategies of earlier commands in this run folder (its config.json), then ``strategy``."""
+    try:
+        old = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        old = None
+    seen = list(old.get("strategies") or [old.get("strategy")]) if isinstance(old, dict) else []
+    seen = [str(x) for x in seen if x]
+    return seen if strategy in seen else [*seen, strategy]
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour."""
+    s = round(seconds)
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 def _round_up(value: float, unit: str) -> str:

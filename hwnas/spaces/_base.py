@@ -172,6 +172,16 @@ class SearchSpace(ABC):
     def to_string(self, arch: Arch) -> str:
         """A short, stable string for logs, file names and the CLI."""
 
+    def degenerate(self, arch: Arch) -> str | None:
+        """Why the network's output does not depend on its input (it computes a constant), or
+        None for a real network (the default: no space-specific check)."""
+        return None
+
+    def short(self, arch: Arch) -> str:
+        """A few characters that tell networks apart in progress lines (default: :meth:`to_string`, cut)."""
+        text = self.to_string(arch)
+        return text if len(text) <= 48 else text[:45] + "..."
+
     @abstractmethod
     def from_string(self, text: str) -> Arch:
         """Parse :meth:`to_string`'s form; raise :class:`UsageError` with an example if malformed."""

@@ -159,6 +159,12 @@ class MBConvSpace(SearchSpace):
             groups.append(".".join(f"k{arch[_kdim(stage, b)]}e{arch[_edim(stage, b)]}" for b in blocks))
         return f"r{arch['resolution']}-w{arch['width']}-" + "|".join(groups)
 
+    def short(self, arch: Arch) -> str:
+        """Resolution, width and the blocks per stage, e.g. ``r224 w1.0 d2343``."""
+        arch = self.validate(arch)
+        depths = "".join(str(_depth(arch, stage)) for stage in range(1, SEARCHED_DEPTH_STAGES + 1))
+        return f"r{arch['resolution']} w{arch['width']} d{depths}"
+
     def from_string(self, text: str) -> Arch:
         def fail(reason: str) -> UsageError:
             example = self.to_string(mobilenet_v2_arch())

@@ -30,6 +30,19 @@ DATASETS: dict[str, tuple[tuple[int, int, int], int]] = {
 }
 
 
+#: What the benchmark's trained networks expect of their input, per dataset: RGB in [0, 1]
+#: normalised with these per-channel means and standard deviations (NAS-Bench-201's training
+#: pipeline, Dong & Yang 2020), and the class names where the dataset has a short list.
+INPUT_NORMALISATION: dict[str, dict[str, object]] = {
+    "cifar10": {
+        "mean": [125.3 / 255, 123.0 / 255, 113.9 / 255],
+        "std": [63.0 / 255, 62.1 / 255, 66.7 / 255],
+        "labels": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    },
+    "cifar100": {"mean": [125.3 / 255, 123.0 / 255, 113.9 / 255], "std": [63.0 / 255, 62.1 / 255, 66.7 / 255], "labels": None},
+    "imagenet16-120": {"mean": [122.68 / 255, 116.66 / 255, 104.01 / 255], "std": [63.22 / 255, 61.26 / 255, 65.09 / 255], "labels": None},
+}
+
 #: Checked (ops of the 6 edges) -> official index; at most 15,625 entries.
 _INDEX: dict[tuple[str, ...], int] = {}
 
@@ -81,6 +94,30 @@ class NB201Space(SearchSpace):
     def to_string(self, arch: Arch) -> str:
         arch = self.validate(arch)
         return genotype_to_string([arch[e] for e in NB201_EDGES])
+
+    def degenerate(self, arch: Arch) -> str | None:
+        """A cell with no path of operations from its input (node 0) to its output (node 3): every
+        path has a ``none`` edge, so every cell outputs zeros and the network a constant (9.71 %
+        on CIFAR-10, chance)."""
+        arch = self.validate(arch)
+        reached = {0}
+        for edge in NB201_EDGES:  # ordered by target node, sources before targets
+            to, frm = (int(n) for n in edge.split("<-"))
+            if frm in reached and arch[edge] != "none":
+                reached.add(to)
+        if 3 in reached:
+            return None
+        return (
+            "no path of operations from the cell's input to its output (each path has a 'none' edge): "
+            "its output does not depend on the input"
+        )
+
+    def short(self, arch: Arch) -> str:
+        """The cell's ops by node, e.g. ``3+s3+sp1`` (see :data:`SHORT_OPS`): node 1's edge,
+        node 2's two edges, node 3's three."""
+        arch = self.validate(arch)
+        codes = [SHORT_OPS[arch[e]] for e in NB201_EDGES]
+        return f"{codes[0]}+{''.join(codes[1:3])}+{''.join(codes[3:6])}"
 
     def from_string(self, text: str) -> Arch:
         ops = string_to_genotype(text)
@@ -185,6 +222,10 @@ class NB201Space(SearchSpace):
         from hwnas.darts.nb201_supernet import NB201Supernet
 
         return NB201Supernet(self, num_classes=num_classes, in_channels=in_channels)
+
+
+#: One character per op in :meth:`NB201Space.short`.
+SHORT_OPS = {"none": "-", "skip_connect": "s", "nor_conv_1x1": "1", "nor_conv_3x3": "3", "avg_pool_3x3": "p"}
 
 
 def parse_arch(space: SearchSpace, text: str) -> Arch:

@@ -112,6 +112,10 @@ def fitness_keys(trials: list[optuna.trial.FrozenTrial], directions: list[Any], 
     return keys
 
 
+#: Uniform draws a proposal may take to find a new feasible network when its own draws found none.
+RESCUE_TRIES = 2000
+
+
 def propose_unique(
     draw: Callable[[], Arch],
     space: SearchSpace,
@@ -120,21 +124,30 @@ def propose_unique(
     *,
     tries: int = 100,
     rescue: Callable[[], Arch] | None = None,
+    rescue_tries: int = RESCUE_TRIES,
 ) -> Arch:
     """Draw until the arch is new (up to functional equivalence) and predicted feasible; bounded.
 
     When ``tries`` draws find none (a parent whose neighbourhood is exhausted), ``rescue`` (e.g.
-    a uniform sample) gets as many tries; then the first new arch seen, or the last drawn, is
-    returned, so a small or exhausted space never hangs the search.
+    a uniform sample) gets ``rescue_tries``: the feasible networks not yet tried can be a small
+    share of the space late in a search (under a tight budget many feasible cells are the same
+    network), and a draw costs microseconds. Then, so that a small or exhausted space never
+    hangs the search, the first feasible arch seen (its trial reuses a tried network: no budget
+    is missed), else the first new one, else the last drawn, is returned.
     """
-    fallback = None
+    new_fallback = feasible_fallback = None
     arch = draw()
-    for source in (draw, rescue) if rescue is not None else (draw,):
-        for _ in range(tries):
+    for source, n in ((draw, tries), (rescue, rescue_tries)) if rescue is not None else ((draw, tries),):
+        for _ in range(n):
             new = space.equivalence_key(arch) not in seen
-            if new and (feasible is None or feasible(arch)):
+            ok = feasible is None or feasible(arch)
+            if new and ok:
                 return arch
-            if new and fallback is None:
-                fallback = arch
-            arch = source()
-    return fallback if fallback is not None else arch
+            if new and new_fallback is None:
+                new_fallback = arch
+            if ok and feasible_fallback is None:
+                feasible_fallback = arch
+            arch = source()  # type: ignore[operator]
+    if feasible_fallback is not None:
+        return feasible_fallback
+    return new_fallback if new_fallback is not None else arch
