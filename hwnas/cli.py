@@ -468,6 +468,8 @@ STATUS_TIMEOUT_S = 3.0
 
 def _agent_line(a: dict[str, Any]) -> str:
     """One agent's live state in words."""
+    from hwnas.search.reference import conditions
+
     if not a.get("up"):
         return f"down: {a.get('why')}"
     isa = " ".join(a.get("isa") or [])
@@ -476,12 +478,7 @@ def _agent_line(a: dict[str, Any]) -> str:
         f"{a.get('cpu')} ({a.get('machine')}{'; ' + isa if isa else ''})",
         f"onnxruntime {a.get('onnxruntime')} ({', '.join(p.replace('ExecutionProvider', '') for p in a.get('providers') or [])})",
     ]
-    if a.get("cpu_mhz") is not None:
-        parts.append(f"{a['cpu_mhz']:g} MHz")
-    if a.get("temperature_c") is not None:
-        parts.append(f"{a['temperature_c']:g} °C")
-    if a.get("load_1m") is not None:
-        parts.append(f"load {a['load_1m']:g}")
+    parts += conditions(a)
     parts.append(f"host {a.get('hostname')}")
     return "; ".join(parts)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_lut import FAST_DEVICE
 
 from hwnas.cli import main
 from hwnas.cost.latency import LookupTableLatency, MeasuredLatency, latency_model_for
@@ -33,14 +34,6 @@ from hwnas.spaces import get_space
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # exports: one torch thread is 4x faster on a busy 2-core machine
 
-FAST_DEVICE = """
-name = "fastcpu"
-kind = "onnxruntime"
-provider = "CPUExecutionProvider"
-threads = 1
-warmup = 1
-repeats = 5
-"""
 SHAPE = (3, 8, 8)
 
 

@@ -147,15 +147,22 @@ def _unit(unit: str, device: str) -> str:
     return device if unit == "local" else f"agent {unit}"
 
 
-def _state(point: dict[str, Any], when: str) -> str:
-    """The device's clock, temperature and load at one check, in words ("" where none is known)."""
+def conditions(d: dict[str, Any]) -> list[str]:
+    """A device's load, clock and temperature in words, those it reported (agent fingerprints,
+    reference checks): e.g. ``["load 0.08", "1500 MHz", "61.3 °C"]``."""
     parts = []
-    if point.get("load_1m") is not None:
-        parts.append(f"load {point['load_1m']:g}")
-    if point.get("cpu_mhz") is not None:
-        parts.append(f"{point['cpu_mhz']:g} MHz")
-    if point.get("temperature_c") is not None:
-        parts.append(f"{point['temperature_c']:g} °C")
+    if d.get("load_1m") is not None:
+        parts.append(f"load {d['load_1m']:g}")
+    if d.get("cpu_mhz") is not None:
+        parts.append(f"{d['cpu_mhz']:g} MHz")
+    if d.get("temperature_c") is not None:
+        parts.append(f"{d['temperature_c']:g} °C")
+    return parts
+
+
+def _state(point: dict[str, Any], when: str) -> str:
+    """The device's conditions at one check, in words ("" where none is known)."""
+    parts = conditions(point)
     return f"{', '.join(parts)} {when}" if parts else ""
 
 
@@ -223,4 +230,4 @@ def summary(study: optuna.Study, device: str) -> dict[str, Any] | None:
     }
 
 
-__all__ = ["CHECKS", "PREFIX", "TOLERANCE_PCT", "ReferenceMonitor", "checks", "reference_arch", "summary"]
+__all__ = ["CHECKS", "PREFIX", "TOLERANCE_PCT", "ReferenceMonitor", "checks", "conditions", "reference_arch", "summary"]
