@@ -16,8 +16,9 @@ Agents run here as subprocesses on 127.0.0.1 (``python -m hwnas_agent``), so "re
    and 100 timed runs) of the median NB201 network on a Raspberry Pi 4 (25.7 ms in the shipped
    HW-NAS-Bench table, so about 3.1 s): ``--repeats`` defaults to 120 x 25.7 ms over this CPU's
    median NB201 latency. Here the agents also share the search machine's 2 cores with the
-   workers, whose exports (about 0.2 s of CPU a trial) slow them: the most 2 agents can reach
-   here is about 2A / (A + W) for a measurement of A seconds and W seconds of worker CPU.
+   workers, whose builds and exports (about 0.25 s of CPU a trial, on one torch thread) slow
+   them: the most 2 agents can reach here is about 2A / (A + W) for a measurement of A seconds
+   and W seconds of worker CPU.
 3. **A lookup table built through an agent.** ``hwnas profile --device <farm> --space nb201
    --check 50``: the share of held-out networks within +-10 % and Kendall tau (limits 95 %, 0.9).
 

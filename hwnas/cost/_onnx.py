@@ -41,6 +41,28 @@ def _quiet_export() -> Iterator[None]:
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the body with one intra-op torch thread, then restore the count the caller had.
+
+    An export traces the network once at batch 1, which one thread does as fast as several; with
+    more, torch's OpenMP threads spin for work while a measurement (an agent, ONNX Runtime) holds
+    a core, and an NB201 export here cost 1.5 s of CPU instead of 0.25 s. (The count is torch's
+    process-wide setting: meant for the thread that runs the trials, as the search does.)
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def to_onnx_bytes(model: torch.nn.Module, input_shape: tuple[int, ...], *, exporter: str = "dynamo", opset: int = OPSET) -> bytes:
     """Export ``model`` (put in eval mode) to a self-contained ONNX model with a dynamic batch axis.
 
@@ -58,7 +80,7 @@ def to_onnx_bytes(model: torch.nn.Module, input_shape: tuple[int, ...], *, expor
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     model.eval()
     x = torch.randn(1, *input_shape)
-    with _quiet_export(), torch.no_grad():
+    with _quiet_export(), torch.no_grad(), one_torch_thread():
         if exporter == "dynamo":
             program = torch.onnx.export(
                 model,

@@ -81,16 +81,24 @@ class MeasuredLatency(LatencyModel):
     kind = "measured"
     cheap = False
 
+    def costs(self, arch: Arch, model: ModelGetter | None = None) -> dict[str, Cost]:
+        from hwnas.cost._onnx import one_torch_thread
+
+        # Building and exporting a candidate takes one torch thread as fast as several, and the
+        # others' spinning would take a core from the measurement (here or an agent's).
+        with one_torch_thread():
+            return super().costs(arch, model)
+
     def latency(self, arch: Arch, model: torch.nn.Module | None = None) -> Latency:
-        from hwnas.cost._onnx import to_onnx_bytes
         from hwnas.cost.measure import measure_onnx
+        from hwnas.cost.quantize import device_bytes
 
         if model is None:
             model = self.space.build(arch)
         shape = self.space.input_shape(arch)
-        onnx_bytes = to_onnx_bytes(model, shape, exporter="torchscript")
+        onnx_bytes = device_bytes(self.device, model, shape)  # quantized first at int8
         m = measure_onnx(onnx_bytes, shape, **self.device.measurement_settings())
-        return Latency(ms=m.median_ms, source="measured", details=m.as_dict())
+        return Latency(ms=m.median_ms, source="measured", details=m.as_dict() | {"precision": self.device.precision})
 
     def lower_bound_latency(self) -> tuple[Latency, Arch]:
         arch = self.space.smallest()

@@ -171,6 +171,7 @@ class RemoteLatency(MeasuredLatency):
             "threads": m.get("threads"),
             "batch": m.get("batch"),
             "agent": url,
+            "queued_ms": answer.get("queued_ms"),
             "node_providers": answer.get("node_providers"),
         }
         return Latency(ms=float(m["median_ms"]), source=SOURCE, details=details)
