@@ -16,12 +16,17 @@ Figures (means or medians over seeds, at a fixed number of queries):
 * where the queries go: the share of the first 100 constrained queries within 20 % of the budget
   (the region that holds the feasible optimum).
 
+With ``--settings-seeds N``: a table of the median constrained regret at 100 queries on six other
+device and budget settings (``SETTINGS``, fixed by the rule given there), for the default and the
+other strategies and for Optuna's TPE used directly, without hwnas (``optuna-tpe``).
+
 Writes ``strategies.csv``, ``fronts.json`` and PNG plots (if matplotlib is installed: regret
 and hypervolume against queries, test accuracy against queries, and each strategy's found
 front of seed 0 against the true front) to --out.
 
     python benchmarks/strategies.py --seeds 100
     python benchmarks/strategies.py --seeds 10 --strategies tpe evolution   # quick look
+    python benchmarks/strategies.py --settings-only --settings-seeds 10       # devices and budgets
 """
 
 from __future__ import annotations
@@ -65,9 +70,21 @@ class Problem:
         return bool(self.latency[SPACE.index(arch)] <= self.budget)
 
 
+#: Optuna's TPE as a user would run it without hwnas: default settings, the budget as a constraint
+#: (``trial.set_constraint``), no feasibility predicate and no equivalence of networks. Queries are
+#: counted as for the others (an over-budget or repeated network costs none), which favours it.
+OPTUNA_TPE = "optuna-tpe"
+
+
+def sampler_of(strategy: str, problem: Problem, seed: int) -> optuna.samplers.BaseSampler:
+    if strategy == OPTUNA_TPE:
+        return optuna.samplers.TPESampler(seed=seed)
+    return make_sampler(strategy, seed=seed, space=SPACE, latency_ms=problem.budget, feasible=problem.feasible)
+
+
 def run(strategy: str, problem: Problem, seed: int, queries: int, max_trials: int) -> dict[str, Any]:
     """Search until ``queries`` accuracy evaluations (or ``max_trials`` trials); return the trace."""
-    sampler = make_sampler(strategy, seed=seed, space=SPACE, latency_ms=problem.budget, feasible=problem.feasible)
+    sampler = sampler_of(strategy, problem, seed)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     seen: dict[str, tuple[float, float]] = {}
     trace: list[int] = []  # arch index evaluated at each query
@@ -107,6 +124,34 @@ def curves(trace: list[int], problem: Problem, queries: int) -> tuple[np.ndarray
     return regret, test, hv
 
 
+#: Settings of the table over devices and budgets, fixed by a rule: the first latency table (in
+#: alphabetical order) of each hardware family but pixel3's own table (server GPU, server CPU, edge
+#: CPU, ASIC, FPGA, phone), under the budget at the 10 % quantile of its latencies over the 15,625
+#: cells for the 1st, 3rd and 5th device and at the 30 % quantile for the others (tight and loose
+#: budgets on every kind of hardware). The default's settings were chosen on pixel3 <= 5 ms only.
+SETTINGS = (("1080ti_1", 0.1), ("gold_6226", 0.3), ("raspi4", 0.1), ("eyeriss", 0.3), ("fpga", 0.1), ("essential_ph_1", 0.3))
+
+
+def settings_table(strategies: list[str], seeds: int, queries: int = 100) -> list[dict[str, Any]]:
+    """Median constrained regret at ``queries`` queries of each strategy on each setting; prints the table."""
+    rows = []
+    names = " ".join(f"{s:>10}" for s in strategies)
+    print(f"median constrained regret at {queries} queries over {seeds} seeds (validation accuracy points)", flush=True)
+    print(f"{'device':>15} {'quantile':>8} {'budget':>9}  {names}", flush=True)
+    for device, q in SETTINGS:
+        problem = Problem(device, float(np.quantile(nb201_latency(device), q)))
+        row: dict[str, Any] = {"device": device, "quantile": q, "budget_ms": problem.budget}
+        for strategy in strategies:
+            final = [curves(run(strategy, problem, seed, queries, 20 * queries)["trace"], problem, queries)[0][-1] for seed in range(seeds)]
+            row[strategy] = float(np.nanmedian(final))
+        rows.append(row)
+        cells = " ".join(f"{row[s]:>10.3f}" for s in strategies)
+        print(f"{device:>15} {q:>8.2f} {problem.budget:>9.3f}  {cells}", flush=True)
+    means = " ".join(f"{np.mean([r[s] for r in rows]):>10.3f}" for s in strategies)
+    print(f"{'mean of medians':>34}  {means}", flush=True)
+    return rows
+
+
 def overhead(strategy: str, trials: int, tmp: Path) -> float:
     """Seconds per trial of sampler + default journal storage on a trivial table objective."""
     from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -139,9 +184,17 @@ def main() -> int:
     p.add_argument("--budget", type=float, default=5.0, help="latency budget in ms on --device (default 5)")
     p.add_argument("--overhead-trials", type=int, default=1000)
     p.add_argument("--out", default="strategy-results")
+    p.add_argument("--settings-seeds", type=int, default=0, help="seeds of the table over devices and budgets (0: skip it)")
+    p.add_argument("--settings-strategies", nargs="+", default=["hybrid", "tpe", "evolution", "local", "random", OPTUNA_TPE])
+    p.add_argument("--settings-only", action="store_true", help="run only the table over devices and budgets")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.settings_seeds:
+        table = settings_table(args.settings_strategies, args.settings_seeds)
+        (out / "settings.json").write_text(json.dumps({"seeds": args.settings_seeds, "queries": 100, "rows": table}, indent=2))
+    if args.settings_only:
+        return 0
     settings = {"unconstrained": Problem(args.device, None), "constrained": Problem(args.device, args.budget)}
     rows = []
     fronts: dict[str, list[int]] = {}

@@ -164,6 +164,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         adapt_latency_weight=False if args.fixed_latency_weight else None,
         selection=args.selection,
         train_device=args.train_device,
+        precision=args.precision,
     )
     search = Search(config, log=(lambda s: None) if args.quiet else _err)
     report = search.run()
@@ -182,14 +183,20 @@ TRAINING_FLAGS = ("lr", "optimizer", "schedule", "pruner")
 def _print_summary(report: dict[str, Any], out: Any) -> None:
     t = report["trials"]
     print(
-        f"\n{report['space']} on {report['device']} under {report['latency_budget_ms']:g} ms: "
+        f"\n{report['space']} on {report['device']}{_at_precision(report)} under {report['latency_budget_ms']:g} ms: "
         f"{t['complete']} trials ({t['feasible']} feasible, {t['reused']} reused), {report['wall_time_s']} s"
     )
     print(f"best: {report['arch']}")
     line = f"  accuracy {report['accuracy']:.2f} % ({report['accuracy_source']})"
+    best = report.get("best") or {}
+    if best.get("fp32_accuracy") is not None:
+        line += f"; FP32 {best['fp32_accuracy']:.2f} %, drop {best['quantization_drop']:+.2f} points after INT8 quantization"
     if report.get("test_accuracy") is not None:
         line += f", test {report['test_accuracy']:.2f} %"
     print(line)
+    drop = report.get("quantization_drop")
+    if drop:
+        print(f"  INT8 accuracy drop over {drop['n']} evaluated candidates: median {drop['median']:+.2f} points, max {drop['max']:+.2f}")
     extra = ""
     if report.get("memory_bytes") is not None:
         extra += f", peak memory {format_bytes(report['memory_bytes'])}"
@@ -209,6 +216,8 @@ def _print_summary(report: dict[str, Any], out: Any) -> None:
         )
         untrained = " (untrained weights: train it before deployment)" if str(ex.get("weights", "")).startswith("untrained") else ""
         print(f"  exported {ex['path']}{untrained}: {ex['checker']}, parity {ex['parity_max_abs_diff']:.1e}, {m}")
+        if ex.get("int8"):
+            print(f"  {_int8_line(ex)}")
     rc = report.get("recheck") or {}
     if rc.get("done"):
         print(f"  {rc['message']}")
@@ -226,14 +235,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import numpy as np
 
     from hwnas.cost.lut import LatencyTable, table_name
-    from hwnas.device import get_device
+    from hwnas.device import get_device, runnable
     from hwnas.profile import build_table, check_table, judge_table
     from hwnas.spaces import get_space
 
     space = get_space(args.space)
-    device = get_device(args.device)
+    device = runnable(get_device(args.device), None if args.quiet else _err)  # cuda: onnxruntime-gpu, else PyTorch
+    device = device.with_precision(args.precision or device.precision)  # int8: every block and network quantized before timing
     space.lut_codec().check_profile_options(resolutions=args.resolution or None)
-    out = Path(args.out) if args.out else Path("latency_tables") / table_name(device.name, space.name)
+    out = Path(args.out) if args.out else Path("latency_tables") / table_name(device.name, space.name, device.precision)
     log = (lambda s: None) if args.quiet else _err
     table = None
     if args.reuse and out.is_file():
@@ -298,7 +308,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hwnas.device import get_device
+    from hwnas.device import get_device, runnable
     from hwnas.export import export_verified
     from hwnas.spaces import get_space
     from hwnas.spaces.nb201 import parse_arch
@@ -312,9 +322,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("say what to export: --arch '<arch string>', or --run DIR [--trial N]")
     space = get_space(space_name)
     arch = parse_arch(space, arch_text)
-    device = get_device(args.device) if args.device else None
+    device = runnable(get_device(args.device), _err) if args.device else None
     out = Path(args.out)
-    result = export_verified(space, arch, out, device=device, metadata=meta, seed=args.seed)
+    precision = args.precision or (_run_precision(Path(args.run)) if args.run is not None else None) or "fp32"
+    if device is not None:
+        device = device.with_precision(precision)
+    result = export_verified(space, arch, out, device=device, metadata=meta, seed=args.seed, precision=precision)
     d = result.as_dict()
     if args.json:
         print(json.dumps({"space": space.name, "arch": space.to_string(arch), **d}, indent=2, default=str))
@@ -325,7 +338,32 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"  {d['checker']}, ORT vs PyTorch max |diff| {d['parity_max_abs_diff']:.1e}, opset {d['opset']}, {d['exporter']} exporter{m}\n"
             f"  weights: {d['weights']}"
         )
+        if d["int8"]:
+            print(f"  {_int8_line(d)}")
     return 0
+
+
+def _at_precision(report: dict[str, Any]) -> str:
+    precision = report.get("precision") or "fp32"
+    return "" if precision == "fp32" else f" at {precision.upper()}"
+
+
+def _int8_line(export: dict[str, Any]) -> str:
+    """The INT8 export in words: its FP32 source and their parity."""
+    p = export["int8"]["parity"]
+    return (
+        f"INT8 (static QDQ); FP32 source {export['fp32_path']}; INT8 vs FP32 on {p['inputs']} inputs ({p['inputs_source']}): "
+        f"top-1 agreement {100 * p['top1_agreement']:.1f} %, logits max |diff| {p['max_abs_diff']:.3g}, mean {p['mean_abs_diff']:.3g}"
+    )
+
+
+def _run_precision(run: Any) -> str | None:
+    """The precision a run folder's search ran at (its config.json), None where it says none."""
+    try:
+        value = json.loads((run / "config.json").read_text()).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _space_of(arch_text: str) -> str:
@@ -433,6 +471,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     if no_plots_because:
         print(no_plots_because)
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwnas.dashboard import dashboard_server
+
+    server, url = dashboard_server(Path(args.run), host=args.host, port=args.port)
+    print(f"optuna-dashboard on {url} (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise UsageError(f"invalid port {text!r}; give a whole number from 1 to 65535, e.g. 8080")
+    return port
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -608,6 +672,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="stop poor candidates early: none | median | halving (train: default none; pruning judges accuracy alone)",
     )
+    s.add_argument(
+        "--precision",
+        choices=("fp32", "int8", "fp16"),
+        help="what the device runs: fp32, or int8 (every candidate quantized with ONNX Runtime static QDQ before its latency and "
+        "accuracy are measured); default: the device file's precision, else fp32",
+    )
     s.add_argument("--no-export", action="store_true", help="skip exporting best.onnx")
     s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     s.add_argument("--quiet", "-q", action="store_true", help="no per-trial progress on stderr")
@@ -621,6 +691,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", help="re-measure on this device (default: none)")
     e.add_argument("--out", default="model.onnx")
     e.add_argument("--seed", type=_int, default=0, help="weight initialisation seed")
+    e.add_argument(
+        "--precision",
+        choices=("fp32", "int8", "fp16"),
+        help="int8: write the quantized model to --out and its FP32 source beside it (<out>-fp32.onnx); default: the run's, else fp32",
+    )
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=cmd_export)
 
@@ -638,6 +713,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="write the table even if it fails its check (marked as failing)")
     pr.add_argument("--out", help="table file (default latency_tables/<device>-<space>.json)")
     pr.add_argument("--seed", type=_int, default=0)
+    pr.add_argument(
+        "--precision",
+        choices=("fp32", "int8", "fp16"),
+        help="int8: every block and network is quantized before it is timed (table <device>-<space>-int8.json); default: the device file's",
+    )
     pr.add_argument("--json", action="store_true")
     pr.add_argument("--quiet", "-q", action="store_true")
     pr.set_defaults(handler=cmd_profile)
@@ -651,6 +731,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(handler=cmd_report)
+
+    db = sub.add_parser("dashboard", help="open a run's study in optuna-dashboard (pip install 'hwnas[dashboard]')")
+    db.add_argument("run", help="a run folder of 'hwnas search'")
+    db.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    db.add_argument("--port", type=_port, default=8080, help="port to serve on (default 8080)")
+    db.set_defaults(handler=cmd_dashboard)
 
     d = sub.add_parser("devices", help="list latency targets")
     d.add_argument("--json", action="store_true")

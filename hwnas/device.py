@@ -1,6 +1,7 @@
 """Devices: one small TOML file each, under ``devices/`` (built in) or a user folder.
 
-Every file says ``name``, ``kind`` and optionally ``description`` and ``batch``; the other keys
+Every file says ``name``, ``kind`` and optionally ``description``, ``batch`` and ``precision``
+(fp32 | int8 | fp16, what its kind supports; ``--precision`` overrides it); the other keys
 belong to its kind, registered in :data:`hwnas.cost.source.DEVICE_KINDS` with their types and
 ranges (see :mod:`hwnas.cost.kinds` for the built-in ones):
 
@@ -26,7 +27,7 @@ from hwnas.registry import did_you_mean
 
 _EXAMPLE = 'name = "cpu"\nkind = "onnxruntime"\nprovider = "CPUExecutionProvider"'
 #: Keys every device file may hold, whatever its kind.
-COMMON_KEYS = ("name", "kind", "description", "batch")
+COMMON_KEYS = ("name", "kind", "description", "batch", "precision")
 #: Upper limit of ``batch``: a larger value is a typo (or exhausts memory).
 MAX_BATCH = 4096
 
@@ -50,6 +51,18 @@ class Device:
     batch: int = 1
     settings: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    #: What the device times: fp32 as exported, int8 quantized first (:mod:`hwnas.cost.quantize`).
+    precision: str = "fp32"
+
+    def with_precision(self, precision: str) -> Device:
+        """This device at ``precision`` (UsageError naming what its kind supports otherwise)."""
+        from dataclasses import replace
+
+        from hwnas.cost.quantize import check_precision
+        from hwnas.cost.source import device_kind
+
+        check_precision(precision, device_kind(self.kind).precisions(self), device=self.name, provider=self.provider)
+        return self if precision == self.precision else replace(self, precision=precision)
 
     # The onnxruntime kind's settings, read where a measurement needs them.
     @property
@@ -197,7 +210,14 @@ def load_device_file(path: Path) -> Device:
         settings[key] = value
     if kind.parse is not None:
         settings = kind.parse(settings, path)
-    return Device(name=name, kind=kind_name, description=description, batch=batch, settings=settings, path=str(path))
+    precision = get_key(data, "precision", str, path, default="fp32", example='precision = "int8"')
+    device = Device(name=name, kind=kind_name, description=description, batch=batch, settings=settings, path=str(path))
+    if precision != device.precision:
+        try:
+            device = device.with_precision(precision)
+        except UsageError as exc:
+            raise UsageError(f"device file {path}: precision = {precision!r}: {exc}") from None
+    return device
 
 
 @cache
@@ -242,3 +262,38 @@ def get_device(name: str) -> Device:
     if device.name != name:
         raise UsageError(f"device file {files[name]} says name = {device.name!r}; it must match the file name {name!r}")
     return device
+
+
+#: Built-in devices measured through another runtime where theirs is missing here: device -> the device that
+#: measures instead. ``cuda`` is ONNX Runtime's CUDA provider (onnxruntime-gpu), else PyTorch on the GPU.
+DEVICE_FALLBACKS = {"cuda": "cuda_torch"}
+
+
+def runnable(device: Device, log: Any = None) -> Device:
+    """``device``, or the device of :data:`DEVICE_FALLBACKS` that measures it where its own runtime
+    is missing here and the fallback's is not; says which in one line through ``log``, and the
+    fallback's ``settings["chosen"]`` says why (its latency source's ``describe()``, so the report).
+    Where neither runs, ``device`` itself: its kind's preflight then refuses it with its own line."""
+    from dataclasses import replace
+
+    from hwnas.cost.source import device_kind
+
+    fallback = DEVICE_FALLBACKS.get(device.name)
+    if fallback is None or Path(device.path).resolve().parent != builtin_devices_dir():
+        return device
+    say = log or (lambda line: None)
+    try:
+        device_kind(device.kind).preflight(device)
+    except UsageError as exc:
+        missing = str(exc).split(";")[0]
+    else:
+        say(f"device {device.name}: measuring with {device.description}")
+        return device
+    other = get_device(fallback)
+    try:
+        device_kind(other.kind).preflight(other)
+    except UsageError:
+        return device
+    why = f"--device {device.name}: {missing}; measuring with {other.name} instead: {other.description}"
+    say(why)
+    return replace(other, settings={**other.settings, "chosen": why})

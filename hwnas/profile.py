@@ -123,10 +123,12 @@ def measure_models(
     return stats
 
 
-def _export(module: Any, shape: tuple[int, ...]) -> bytes:
-    from hwnas.cost._onnx import to_onnx_bytes
+def _export(module: Any, shape: tuple[int, ...], device: Device) -> Any:
+    """What ``device``'s kind times (its ``prepare`` hook): the ONNX bytes, quantized first at int8
+    (:func:`hwnas.cost.quantize.device_bytes`), or the module itself for the torch kind."""
+    from hwnas.cost.source import device_kind
 
-    return to_onnx_bytes(module, shape, exporter="torchscript")
+    return device_kind(device.kind).prepare(device, module, shape)
 
 
 def sample_archs(
@@ -163,7 +165,7 @@ def measure_networks(
 ) -> list[dict[str, Any]]:
     """End-to-end latency stats of each arch (``median_ms`` and how it settled), measured as
     :func:`measure_models` does; ``always``: the archs measured in every extra round too."""
-    models = [(_export(space.build(a), space.input_shape(a)), space.input_shape(a)) for a in archs]
+    models = [(_export(space.build(a), space.input_shape(a), device), space.input_shape(a)) for a in archs]
     return measure_models(models, device, always=always, log=log, what=what)
 
 
@@ -187,6 +189,7 @@ def build_table(
             it is returned instead, marked as failing).
     """
     from hwnas.cost._onnx import OPSET
+    from hwnas.cost.quantize import describe_precision
 
     if not device.measured:
         raise UsageError(
@@ -204,10 +207,13 @@ def build_table(
         raise UsageError(f"--calibrate {calibrate}: at least 5 calibration networks are needed, e.g. --calibrate 40")
     t0 = time.perf_counter()
     keys = codec.all_blocks(resolutions)
-    log(f"profiling {len(keys)} {space.name} blocks on {device.name} ({device.provider}, {device.threads} thread(s), batch {device.batch})")
-    log(f"  exporting the {len(keys)} blocks ...")
+    log(
+        f"profiling {len(keys)} {space.name} blocks on {device.name} ({device.provider}, {device.threads} thread(s), batch {device.batch}, "
+        f"{device.precision})"
+    )
+    log(f"  exporting the {len(keys)} blocks{' and quantizing them to INT8' if device.precision == 'int8' else ''} ...")
     blocks = [codec.build_block(key) for key in keys]
-    models = [(_export(module, shape), shape) for module, shape in blocks]
+    models = [(_export(module, shape, device), shape) for module, shape in blocks]
     block_stats = measure_models(models, device, log=log, what="blocks")
     entries = dict(zip(keys, block_stats, strict=True))
     data: dict[str, Any] = {
@@ -220,7 +226,8 @@ def build_table(
         "measurement": {
             "threads": device.threads,
             "batch": device.batch,
-            "dtype": "float32",
+            "dtype": {"fp32": "float32", "int8": "int8 (QDQ)"}.get(device.precision, device.precision),
+            **describe_precision(device.precision),
             "warmup": device.warmup,
             "repeats": device.repeats,
             "rounds": ROUNDS,
@@ -235,7 +242,8 @@ def build_table(
         "calibration": {"coef": [], "intercept": 0.0, "feature_names": []},
         "check": None,
     }
-    structure = codec.measure_structure(device.provider, log)
+    # Structure features are ONNX Runtime's optimised graphs: a kind that runs PyTorch reads the CPU provider's.
+    structure = codec.measure_structure(device.provider if kind.measures_onnx else "CPUExecutionProvider", log)
     structure_names: list[str] = []
     if structure is not None:
         data["structure"] = structure

@@ -10,7 +10,7 @@ import numpy as np
 
 from hwnas.errors import UsageError
 from hwnas.pareto import hypervolume_2d
-from hwnas.storage import JOURNAL_PREFIX, open_storage
+from hwnas.storage import journal_path, open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -32,13 +32,14 @@ def open_run_study(run: Path) -> tuple[dict[str, Any], optuna.Study]:
         raise older_hwnas(f"run {run}", "rerun the search into a new --out to report it with this version")
     storage_url = str(cfg.get("storage", ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage_url.startswith(JOURNAL_PREFIX):
-        path = Path(storage_url[len(JOURNAL_PREFIX) :])
+    journal = journal_path(storage_url)  # a bare path, or journal:PATH (config.json of earlier versions)
+    if journal is not None:
+        path = Path(journal)
         if not path.exists():  # the run was made from another working directory
             path = run / "study.journal"
         if not path.exists():
             raise UsageError(f"the study of {run} is missing ({path}); was the run folder moved without study.journal?")
-        storage_url = f"{JOURNAL_PREFIX}{path}"
+        storage_url = str(path)
     storage = open_storage(storage_url)
     try:
         study = optuna.load_study(study_name=cfg.get("study") or "hwnas", storage=storage)

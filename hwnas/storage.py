@@ -1,7 +1,9 @@
 """Optuna storages from the URLs hwnas accepts, and which worker process runs each trial.
 
-``journal:PATH`` is the default (a journal file in the run folder; several processes on one
-machine may share it). Any other URL is an Optuna RDB storage: ``sqlite:///...``,
+A journal file is the default (``study.journal`` in the run folder; several processes on one
+machine may share it), named by its bare path: the form that the ``optuna`` CLI and
+optuna-dashboard open too (they refuse ``journal:PATH``, which earlier hwnas versions recorded
+and hwnas still reads). Any URL with ``://`` is an Optuna RDB storage: ``sqlite:///...``,
 ``postgresql://...``, ``mysql+pymysql://...``; several machines share a PostgreSQL or MySQL one.
 
 A worker killed in the middle of a trial leaves the trial RUNNING. Every trial records its
@@ -29,7 +31,13 @@ from hwnas.errors import UsageError
 if TYPE_CHECKING:
     import optuna
 
+#: How earlier hwnas versions named a journal file (their config.json files say so): still read.
 JOURNAL_PREFIX = "journal:"
+#: The name a new journal file given by its bare path must end with (a word without "://" is
+#: more likely a mistyped URL than a journal to create).
+JOURNAL_SUFFIX = ".journal"
+#: The first bytes of an SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 #: RDB storages: seconds between a running trial's heartbeats, and the silence after which it is failed.
 HEARTBEAT_S = 10
 GRACE_S = 60
@@ -46,10 +54,9 @@ def open_storage(url: str) -> Any:
     Raises:
         UsageError: when the URL cannot be opened, with an example of one that can.
     """
-    if url.startswith(JOURNAL_PREFIX):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        return JournalStorage(JournalFileBackend(url[len(JOURNAL_PREFIX) :]))
+    path = journal_path(url)
+    if path is not None:
+        return _open_journal(url, path)
     import optuna
 
     target = url
@@ -97,6 +104,37 @@ def open_storage(url: str) -> Any:
     raise AssertionError("unreachable")
 
 
+def journal_path(url: str) -> str | None:
+    """The journal file that ``url`` names (a bare path, or ``journal:PATH``); None for a URL."""
+    if url.startswith(JOURNAL_PREFIX):
+        return url[len(JOURNAL_PREFIX) :]
+    return None if not url or "://" in url else url
+
+
+def default_storage(out: str | os.PathLike[str]) -> str:
+    """The storage of a run folder ``out`` when none is given: its journal file, as a bare path."""
+    return os.path.join(os.fspath(out), "study.journal")
+
+
+def _open_journal(url: str, path: str) -> Any:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    given = f"cannot open storage {url!r}"
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            if f.read(len(SQLITE_HEADER)) == SQLITE_HEADER:
+                raise UsageError(f"{given}: it is an SQLite database, not a journal file; give it as sqlite:///{path}")
+    elif not url.startswith(JOURNAL_PREFIX) and not path.endswith(JOURNAL_SUFFIX):
+        raise UsageError(
+            f"{given}: no such file, and no storage URL; e.g. --storage runs/study{JOURNAL_SUFFIX} (a journal file, "
+            "made if missing), sqlite:///runs/study.db or postgresql://user:password@host/db"
+        )
+    try:
+        return JournalStorage(JournalFileBackend(path))
+    except OSError as exc:
+        raise UsageError(f"{given}: {exc.strerror or exc}; check that its folder exists and is writable") from None
+
+
 def _postgres_driver() -> str:
     import importlib.util
 
@@ -124,8 +162,12 @@ def _is_schema_race(exc: Exception) -> bool:
 
 
 def display_url(url: str) -> str:
-    """``url`` with any password masked, for logs, ``config.json`` and ``report.json``."""
-    if url.startswith(JOURNAL_PREFIX) or "@" not in url:
+    """``url`` with any password masked, for logs, ``config.json`` and ``report.json``; a journal
+    file as its bare path (what the ``optuna`` CLI and optuna-dashboard open)."""
+    path = journal_path(url)
+    if path is not None:
+        return path
+    if "@" not in url:
         return url
     try:
         from sqlalchemy.engine import make_url

@@ -37,8 +37,14 @@ ACCURACY = "accuracy"
 ACCURACY_SOURCE = "accuracy_source"
 #: Names of the budgets a trial missed (it was not evaluated).
 OVER_BUDGET = "over_budget"
-#: The number of the earlier trial whose network (and numbers) this trial repeats.
+#: The number of the earlier trial whose network (and numbers) this trial repeats. Such a trial
+#: is told PRUNED (it did no work), so Optuna's best trials list each network once; it counts
+#: toward the trial budget, and its objective values are in the record under VALUES.
 REUSED_FROM = "reused_from_trial"
+#: A reused trial's objective values (Optuna keeps none for a pruned multi-objective trial).
+VALUES = "values"
+#: The names of the trial's constraints, in the order of the CONSTRAINTS system attribute.
+CONSTRAINT_NAMES = "constraint_names"
 #: Why a trial failed (a crash, a killed worker, a diverged training).
 FAILED_BECAUSE = "failed_because"
 #: How the reason of a trial that was never run begins: another worker filled the budget first.
@@ -54,6 +60,14 @@ STRATEGY = "strategy"
 #: Trial system attribute: the worker that ran the trial, with the trial's slot (which keys its seed).
 WORKER = "hwnas:worker"
 SLOT = "slot"
+#: Trial system attribute: the constraint values as one list, in the order of CONSTRAINT_NAMES
+#: (Optuna's ``_CONSTRAINTS_KEY``). optuna-dashboard reads only this form, and Optuna reads it too.
+#: hwnas writes no other: Optuna 5 also reads per-name keys (CONSTRAINT_PREFIX, what
+#: ``trial.set_constraint`` writes and earlier hwnas versions wrote) and adds both forms up, so
+#: writing both would show every constraint twice to the samplers (GPSampler would model each twice,
+#: and refuse a study that mixes trials with both forms and trials with one).
+CONSTRAINTS = "constraints"
+CONSTRAINT_PREFIX = "constraints:"
 
 #: Accuracy recorded as the objective value of a trial never evaluated (over a budget).
 NOT_EVALUATED = 0.0
@@ -111,20 +125,42 @@ class TrialRecord:
 
     @classmethod
     def of(cls, trial: Any) -> TrialRecord:
-        """From an Optuna ``FrozenTrial`` (a COMPLETE one: it has values)."""
+        """From an Optuna ``FrozenTrial``: a COMPLETE one, or a reused one (PRUNED, its values in
+        the record)."""
         attrs = dict(trial.user_attrs)
         record = attrs.pop(RECORD, None)
         if isinstance(record, dict):
             attrs.update(record)
         costs = attrs.get(COSTS) or {}
+        values = trial.values if trial.values is not None else attrs.get(VALUES)
         return cls(
             number=trial.number,
             arch=str(attrs.get(ARCH, "")),
-            values=tuple(float(v) for v in (trial.values or ())),
-            constraints=dict(trial.constraints or {}),
+            values=tuple(float(v) for v in (values or ())),
+            constraints=named_constraints(getattr(trial, "system_attrs", {}) or {}, attrs.get(CONSTRAINT_NAMES)),
             costs={k: float(v) for k, v in costs.items()} if isinstance(costs, dict) else {},
             attrs=attrs,
         )
+
+
+def named_constraints(system_attrs: Mapping[str, Any], names: Any = None) -> dict[str, float]:
+    """A trial's constraints by name, each once, from either form Optuna reads.
+
+    Per-name keys (earlier hwnas versions, ``trial.set_constraint``) give their names; the list
+    form gets the names of ``names`` (the record's CONSTRAINT_NAMES) where they fit, else its
+    positions. Where both forms are present the list only adds names the per-name keys lack, and
+    a list without names adds nothing to per-name keys: it repeats them (Optuna would count both).
+    """
+    out = {k[len(CONSTRAINT_PREFIX) :]: float(v) for k, v in system_attrs.items() if k.startswith(CONSTRAINT_PREFIX)}
+    listed = system_attrs.get(CONSTRAINTS)
+    if not isinstance(listed, (list, tuple)):
+        return out
+    if isinstance(names, (list, tuple)) and len(names) == len(listed):
+        for name, v in zip(names, listed, strict=True):
+            out.setdefault(str(name), float(v))
+    elif not out:
+        out = {str(i): float(v) for i, v in enumerate(listed)}
+    return out
 
 
 def front(records: Sequence[TrialRecord], maximize: Sequence[bool], *, degenerate: bool = False) -> list[TrialRecord]:

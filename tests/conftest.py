@@ -15,7 +15,19 @@ def _has_cuda_provider() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def _torch_sees_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    torch_cuda = [item for item in items if item.get_closest_marker("torch_cuda") is not None]
+    if torch_cuda and not _torch_sees_cuda():  # torch is imported only where such a test is collected
+        for item in torch_cuda:
+            item.add_marker(pytest.mark.skip(reason="torch sees no CUDA GPU on this machine"))
     if _has_cuda_provider():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU / onnxruntime CUDA provider on this machine")

@@ -72,7 +72,8 @@ def test_devices_and_spaces_listings(capsys: pytest.CaptureFixture[str]) -> None
         assert f"\n{name} " in out
     assert main(["devices", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 29
+    assert len(rows) == 30  # cpu, cuda (ONNX Runtime), cuda_torch (PyTorch) and the 27 shipped tables
+    assert {r["name"] for r in rows} >= {"cpu", "cuda", "cuda_torch"}
     assert main(["spaces"]) == 0
     out = capsys.readouterr().out
     assert "nb201" in out and "mbconv" in out

@@ -48,7 +48,7 @@ def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
 def test_list_devices() -> None:
     names = list_devices()
     assert names == sorted(names)
-    assert set(names) == {"cpu", "cuda", *TABLE_DEVICES}
+    assert set(names) == {"cpu", "cuda", "cuda_torch", *TABLE_DEVICES}
     assert len(TABLE_DEVICES) == 27
 
 
@@ -65,7 +65,8 @@ def test_builtin_file_loads(path: Path) -> None:
         assert ref.source  # every shipped number says where it comes from
         assert dev.covers("nb201") and not dev.covers("mbconv")
     else:
-        assert dev.kind == "onnxruntime" and dev.provider.endswith("ExecutionProvider")
+        # ONNX Runtime's providers, or PyTorch itself (cuda_torch: what --device cuda measures with without onnxruntime-gpu)
+        assert (dev.kind, dev.provider.endswith("ExecutionProvider")) in {("onnxruntime", True), ("torch", False)}
         assert dev.threads >= 1 and dev.repeats >= 1 and dev.warmup >= 0
         assert dev.covers("nb201") and dev.covers("mbconv")
 

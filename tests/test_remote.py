@@ -84,9 +84,10 @@ def _closed_port() -> int:
 
 
 def _records(storage: str) -> tuple[list[T.TrialRecord], list[optuna.trial.FrozenTrial]]:
+    from hwnas.search.results import records
+
     study = optuna.load_study(study_name="hwnas", storage=open_storage(storage))
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return [T.TrialRecord.of(t) for t in done], list(study.get_trials(deepcopy=False))
+    return records(study), list(study.get_trials(deepcopy=False))  # records: complete and reused (PRUNED) trials
 
 
 def _agent_of(record: T.TrialRecord) -> str:
@@ -323,7 +324,8 @@ def test_a_search_survives_an_agent_killed_mid_search(tmp_path: Path) -> None:
         assert search.returncode == 0, err
         survivor = next(a for a in farm_agents if a is not killed).url
         records, every = _records(storage)
-        assert len(records) == 12 and all(t.state == optuna.trial.TrialState.COMPLETE for t in every), [t.state for t in every]
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # PRUNED: a reused network
+        assert len(records) == 12 and all(t.state in done for t in every), [t.state for t in every]
         by_number = {r.number: r for r in records}
         fresh = [r for r in records if not r.reused]
         assert len({r.arch for r in fresh}) == len(fresh)  # no network evaluated twice

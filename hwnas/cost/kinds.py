@@ -36,22 +36,28 @@ def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, l
     ``auto`` promises the best source that is right. ``lut`` refuses such a table (see
     :class:`~hwnas.cost.latency.LookupTableLatency`) unless the user accepted it by name."""
     from hwnas.cost.latency import LookupTableLatency
-    from hwnas.cost.lut import LatencyTable, find_table
+    from hwnas.cost.lut import LatencyTable, find_table, table_name
 
     source = request.source
     if source == "table":
         raise UsageError(f"device {device.name!r} has no benchmark table; use --latency-source lut, measure or auto")
     if source == "measure":
         return live()
-    path = request.table or find_table(device.name, space.name)
+    at_fp32 = device.precision == "fp32"  # fp32 tables keep their name, <device>-<space>.json
+    path = request.table or (find_table(device.name, space.name) if at_fp32 else find_table(device.name, space.name, device.precision))
     if path is None:
         if source == "lut":
+            at = "" if device.precision == "fp32" else f" --precision {device.precision}"
             raise UsageError(
-                f"no latency table for {device.name}/{space.name} (looked for {device.name}-{space.name}.json in ./latency_tables); "
-                f"build it with 'hwnas profile --device {device.name} --space {space.name}'"
+                f"no {device.precision} latency table for {device.name}/{space.name} (looked for "
+                f"{table_name(device.name, space.name, device.precision)} in ./latency_tables); "
+                f"build it with 'hwnas profile --device {device.name} --space {space.name}{at}'"
             )
         return live()
     table = request.loaded if request.loaded is not None else LatencyTable.load(path)
+    wrong = table.precision_mismatch(device.precision, device.name, space.name)
+    if wrong and request.table:
+        raise UsageError(wrong)  # a table the user named is used or refused, never passed over
     why = table.mismatches_for(device)
     if source == "auto" and why:
         if request.log:
@@ -90,12 +96,20 @@ def _ort_summary(device: Device) -> str:
     return f"measured ({device.provider.replace('ExecutionProvider', '')})"
 
 
+def provider_precisions(device: Device) -> tuple[str, ...]:
+    """What the device's ONNX Runtime provider runs (the CPU provider: fp32 and int8)."""
+    from hwnas.cost.quantize import supported_precisions
+
+    return supported_precisions(device.provider)
+
+
 ONNXRUNTIME = DeviceKind(
     name="onnxruntime",
     keys=ORT_KEYS,
     latency=_ort_latency,
     measure=_ort_measure,
     preflight=_ort_preflight,
+    precisions=provider_precisions,
     measured=True,
     summary=_ort_summary,
     spaces_text=lambda device: "any (measured)",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hwnas.cost.quantize import describe_precision
 from hwnas.cost.source import Cost, CostSource, Metric, ModelGetter
 from hwnas.device import Device
 from hwnas.errors import UsageError
@@ -72,7 +73,7 @@ class LatencyModel(CostSource):
         return Cost(lat.ms, lat.source, lat.details), arch
 
     def describe(self) -> dict[str, Any]:
-        return {"device": self.device.name, "source": self.kind}
+        return {"device": self.device.name, "source": self.kind, **describe_precision(self.device.precision)}
 
 
 class MeasuredLatency(LatencyModel):
@@ -115,6 +116,7 @@ class MeasuredLatency(LatencyModel):
             "warmup": d.warmup,
             "repeats": d.repeats,
             "statistic": "median",
+            **describe_precision(d.precision),
         }
 
 
@@ -168,6 +170,7 @@ class BenchmarkTableLatency(LatencyModel):
             "table": self.ref.table,
             "estimated": self.ref.estimated,
             "reference": self.ref.source,
+            "precision": "fp32",
         }
 
 
@@ -189,6 +192,9 @@ class LookupTableLatency(LatencyModel):
         if table.space != space.name:
             raise UsageError(f"latency table {table.path} is for space {table.space!r}, not {space.name!r}; pick the table of {space.name}")
         self.table = table
+        wrong = table.precision_mismatch(device.precision, device.name, space.name)
+        if wrong:
+            raise UsageError(wrong)
         self.mismatches = table.mismatches_for(device)
         if self.mismatches and not allow_foreign:
             raise UsageError(
@@ -242,6 +248,7 @@ class LookupTableLatency(LatencyModel):
             "source": self.kind,
             "table": self.table.path,
             "check": {k: check[k] for k in ("n", "within_5pct", "within_10pct", "mape_pct", "kendall_tau", "when")} if check else None,
+            "precision": self.table.precision,
             "foreign_table_used_with_override": self.mismatches or None,
             "failing_table_used_with_override": self.failing,
         }

@@ -46,13 +46,14 @@ def table_dirs() -> list[Path]:
     return out
 
 
-def table_name(device: str, space: str) -> str:
-    return f"{device}-{space}.json"
+def table_name(device: str, space: str, precision: str = "fp32") -> str:
+    """``<device>-<space>.json`` (fp32, as tables always were), ``<device>-<space>-<precision>.json`` otherwise."""
+    return f"{device}-{space}.json" if precision == "fp32" else f"{device}-{space}-{precision}.json"
 
 
-def find_table(device: str, space: str) -> Path | None:
+def find_table(device: str, space: str, precision: str = "fp32") -> Path | None:
     for d in table_dirs():
-        p = d / table_name(device, space)
+        p = d / table_name(device, space, precision)
         if p.is_file():
             return p
     return None
@@ -121,6 +122,20 @@ class LatencyTable:
         return str(self.data["device"]["name"])
 
     @property
+    def precision(self) -> str:
+        """What its latencies were measured at: fp32 | int8 (a table without the field is fp32, as tables before precision were)."""
+        return str(self.data["measurement"].get("precision", "fp32"))
+
+    def precision_mismatch(self, precision: str, device: str, space: str) -> str | None:
+        """One line when the table's precision is not ``precision`` (never overridable: the numbers measure another model), else None."""
+        if self.precision == precision:
+            return None
+        return (
+            f"latency table {self.path or '(unsaved)'} holds {self.precision} latencies, but this search is at {precision}; build the "
+            f"{precision} table with 'hwnas profile --device {device} --space {space} --precision {precision}'"
+        )
+
+    @property
     def entries(self) -> dict[str, dict[str, float]]:
         return self.data["entries"]  # type: ignore[no-any-return]
 
@@ -179,13 +194,16 @@ class LatencyTable:
         from hwnas.cost.source import device_kind
 
         kind = device_kind(device.kind)
-        return self.mismatches(
+        found = self.mismatches(
             provider=device.provider,
             threads=device.threads,
             batch=device.batch,
             fingerprint_now=kind.fingerprint(device),
             runtime_now=kind.runtime(device),
         )
+        if self.precision != device.precision:
+            found.insert(0, f"precision {self.precision} != {device.precision}")
+        return found
 
     def mismatches(
         self,
@@ -208,6 +226,8 @@ class LatencyTable:
         now = runtime_versions() if runtime_now is None else runtime_now
         if rt.get("onnxruntime") != now["onnxruntime"]:
             out.append(f"onnxruntime {rt.get('onnxruntime')} != installed {now['onnxruntime']}")
+        if "torch_runtime" in rt and rt["torch_runtime"] != now.get("torch_runtime"):  # measured by running PyTorch itself
+            out.append(f"{rt['torch_runtime']} != installed {now.get('torch_runtime')}")
         m = self.data["measurement"]
         if self.data["device"].get("provider") != provider:
             out.append(f"provider {self.data['device'].get('provider')} != {provider}")
@@ -322,6 +342,8 @@ def _check_schema(data: Any, path: Path) -> None:
     if ref is not None and not (isinstance(ref, dict) and isinstance(ref.get("arch"), str) and _number(ref.get("median_ms"))):
         raise bad("reference must hold arch and median_ms")
     options = data.get("space_options", {})
+    if data["measurement"].get("precision", "fp32") not in ("fp32", "int8", "fp16", "bf16"):
+        raise bad(f"measurement.precision {_short(data['measurement'].get('precision'))} is not fp32, int8, fp16 or bf16")
     if not isinstance(options, dict) or not (
         options.get("resolutions") is None
         or (

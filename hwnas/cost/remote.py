@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from hwnas.cost import kinds
 from hwnas.cost._agent_client import COOL_DOWN_S, PROTOCOL, AgentClient, AgentUnavailable, Farm
 from hwnas.cost.latency import Latency, MeasuredLatency
 from hwnas.cost.source import CostSource, DeviceKind, KeySpec, LatencyRequest
@@ -156,12 +157,12 @@ class RemoteLatency(MeasuredLatency):
         self.farm = farm if farm is not None else farm_of(device)
 
     def latency(self, arch: Arch, model: torch.nn.Module | None = None) -> Latency:
-        from hwnas.cost._onnx import to_onnx_bytes
+        from hwnas.cost.quantize import device_bytes
 
         if model is None:
             model = self.space.build(arch)
         shape = tuple(self.space.input_shape(arch))
-        onnx_bytes = to_onnx_bytes(model, shape, exporter="torchscript")
+        onnx_bytes = device_bytes(self.device, model, shape)  # at int8: quantized here, the INT8 bytes sent
         answer, url = self.farm.measure(onnx_bytes, measure_settings(self.device, shape))
         m = answer["measurement"]
         details = {
@@ -351,6 +352,7 @@ REMOTE = DeviceKind(
     preflight=_preflight_once,
     measure_each=_measure_each,
     status=_status,
+    precisions=lambda device: kinds.provider_precisions(device),  # quantized here, the INT8 bytes sent
     measured=True,
     summary=lambda device: f"measured (remote, {len(device.settings['urls'])} agent{'s' * (len(device.settings['urls']) > 1)})",
     spaces_text=lambda device: "any (measured remotely)",

@@ -120,6 +120,14 @@ class LatencyRequest:
     loaded: Any = None
 
 
+def onnx_model(device: Device, module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
+    """The module as the ONNX bytes ONNX Runtime kinds time (:func:`hwnas.cost.quantize.device_bytes`:
+    the fast TorchScript export, quantized first at int8)."""
+    from hwnas.cost.quantize import device_bytes
+
+    return device_bytes(device, module, shape)
+
+
 @dataclass(frozen=True)
 class DeviceKind:
     """One kind of device file.
@@ -135,9 +143,12 @@ class DeviceKind:
         measured: whether its latencies are measured live (so ``hwnas profile`` can build a table).
         summary: the "latency from" column of ``hwnas devices``.
         spaces_text: the "spaces" column of ``hwnas devices``.
-        measure: times ONNX model bytes on the device for an input shape (C, H, W) and returns a
+        measure: times a model on the device for an input shape (C, H, W) and returns a
             :class:`hwnas.cost.measure.Measurement` (``hwnas profile``, the export's re-measurement);
-            None for kinds that measure nothing.
+            None for kinds that measure nothing. The model is what ``prepare`` made of a module.
+        prepare: turns a torch module and its input shape (C, H, W) into what ``measure`` times:
+            ONNX bytes (:func:`onnx_model`, the default) or, for a kind that runs PyTorch itself,
+            the module (see :attr:`measures_onnx`).
         fingerprint: what identifies the hardware that measures (lookup tables are keyed to it).
         runtime: the versions of the runtime that measures (lookup tables are keyed to them too).
         preflight: called before any work; raises a one-line UsageError when the device cannot be used.
@@ -147,6 +158,8 @@ class DeviceKind:
             None: ``measure`` once, as the unit ``"local"`` (see :func:`measure_each`).
         status: live lines for ``hwnas devices`` (e.g. each agent's health and fingerprint),
             asked within the given seconds; None for kinds with nothing live to show.
+        precisions: the precisions the device times (``fp32``, ``int8``, ``fp16``; see
+            :mod:`hwnas.cost.quantize`); a device file's ``precision`` and ``--precision`` must be one.
     """
 
     name: str
@@ -157,12 +170,19 @@ class DeviceKind:
     measured: bool = False
     summary: Callable[[Device], str] = lambda device: device.kind
     spaces_text: Callable[[Device], str] = lambda device: "any"
-    measure: Callable[[Device, bytes, tuple[int, ...]], Any] | None = None
+    measure: Callable[[Device, Any, tuple[int, ...]], Any] | None = None
+    prepare: Callable[[Device, torch.nn.Module, tuple[int, ...]], Any] = onnx_model
     fingerprint: Callable[[Device], dict[str, Any]] = lambda device: _local_fingerprint(device)
     runtime: Callable[[Device], dict[str, str]] = lambda device: _local_runtime()
     preflight: Callable[[Device], None] = lambda device: None
-    measure_each: Callable[[Device, bytes, tuple[int, ...]], dict[str, dict[str, Any] | str]] | None = None
+    measure_each: Callable[[Device, Any, tuple[int, ...]], dict[str, dict[str, Any] | str]] | None = None
     status: Callable[[Device, float], list[dict[str, Any]]] | None = None
+    precisions: Callable[[Device], tuple[str, ...]] = lambda device: ("fp32",)
+
+    @property
+    def measures_onnx(self) -> bool:
+        """Whether ``measure`` times ONNX bytes (so an exported file can be timed as it is)."""
+        return self.prepare is onnx_model
 
 
 def _local_fingerprint(device: Device) -> dict[str, Any]:
@@ -189,11 +209,12 @@ def _builtin() -> None:
     if _registered:
         return
     _registered = True
-    from hwnas.cost import analytic, kinds, remote
+    from hwnas.cost import analytic, kinds, remote, torch_runtime
 
     analytic.register(COST_SOURCES)
     kinds.register(DEVICE_KINDS)
     remote.register(DEVICE_KINDS)
+    torch_runtime.register(DEVICE_KINDS)
 
 
 def device_kind(name: str) -> DeviceKind:

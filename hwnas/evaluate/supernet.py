@@ -254,6 +254,10 @@ class SupernetEvaluator:
         }
         return Accuracy(value=value, source=self.source(), extras=extras)
 
+    def scored_network(self, arch: Arch) -> TrainedNetwork:
+        """The network :meth:`evaluate` scored (its INT8 accuracy is measured on it, see :mod:`hwnas.evaluate.quantized`)."""
+        return self.build_trained(arch)
+
     def build_trained(self, arch: Arch) -> TrainedNetwork:
         """``arch`` as the space's network with the weights and recalibrated BatchNorm it was scored with."""
         arch = self.space.validate(arch)

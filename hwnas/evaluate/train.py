@@ -124,6 +124,8 @@ class TrainEvaluator:
         # Fail now, not at the first trial, when the space cannot be built for this data.
         _network_for(space, space.smallest(), self.data)
         self._side: optuna.Study | None = None
+        #: The last network trained: (arch string, module, image side or None), for :meth:`scored_network`.
+        self._scored: tuple[str, torch.nn.Module, int | None] | None = None
 
     # -- settings ----------------------------------------------------------------
     def settings(self) -> TrainSettings:
@@ -167,6 +169,16 @@ class TrainEvaluator:
     def build_trained(self, arch: Arch) -> None:
         """None: it keeps no trained weights (the export's weights are untrained)."""
         return None
+
+    def scored_network(self, arch: Arch) -> Any:
+        """The network the last :meth:`evaluate` trained, if it was ``arch`` (else None): its INT8
+        accuracy is measured on it (:mod:`hwnas.evaluate.quantized`)."""
+        from hwnas.evaluate.quantized import ScoredNetwork
+
+        text = self.space.to_string(self.space.validate(arch))
+        if self._scored is None or self._scored[0] != text:
+            return None
+        return ScoredNetwork(self._scored[1], tuple(self.data.input_shape), self._scored[2])
 
     def describe(self) -> dict[str, Any]:
         o = self.options
@@ -256,6 +268,8 @@ class TrainEvaluator:
         finally:
             torch.set_num_threads(threads)
         self._tell(side, side_trial, optuna.trial.TrialState.COMPLETE, curve[-1])
+        if model is not None:
+            self._scored = (text, model, size)
         extras: dict[str, Any] = {
             "train_epochs": len(curve),
             "train_seconds": round(time.perf_counter() - t0, 3),

@@ -40,11 +40,14 @@ IDENTITY_KEYS = (
     "evaluator",
     "evaluator_options",
     "latency_model",
+    "precision",
 )
+#: What an identity key was before it existed: a run folder that lacks it was made at this value.
+IDENTITY_DEFAULTS: dict[str, Any] = {"precision": "fp32"}
 DEFAULT_DEVICE = "cpu"
 DEFAULT_LATENCY_MS = 20.0
 DEFAULT_TRIALS = 100
-DEFAULT_STRATEGY = "tpe"
+DEFAULT_STRATEGY = "hybrid"
 #: Defaults of the differentiable search (``strategy="darts"``).
 DARTS_DEFAULTS: dict[str, Any] = {
     "epochs": 30,
@@ -122,10 +125,14 @@ class SearchConfig:
     train_device: str = "cpu"
     #: Resolved: measured | lookup table | table (set by :func:`resolve`).
     latency_model: str = ""
+    #: What the devices time and the accuracy is measured at: fp32 | int8 | fp16 (None: the device file's
+    #: ``precision``, default fp32; set by :func:`resolve`). At int8 every candidate is quantized first.
+    precision: str | None = None
 
     def default_out(self) -> str:
         device = Path(self.device).stem if self.device.endswith(".toml") else self.device  # a device file: its name, not its path
-        return str(Path("hwnas-runs") / f"{self.space}-{device}-{format_ms(self.latency_ms)}-{self.strategy}-seed{self.seed}")
+        at = f"-{self.precision}" if self.precision not in (None, "fp32") else ""  # an INT8 run never lands in an FP32 run's folder
+        return str(Path("hwnas-runs") / f"{self.space}-{device}-{format_ms(self.latency_ms)}{at}-{self.strategy}-seed{self.seed}")
 
     def identity(self) -> dict[str, Any]:
         return {"version": IDENTITY_VERSION, **{k: getattr(self, k) for k in IDENTITY_KEYS}}
@@ -207,7 +214,7 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
         UsageError: the first wrong or conflicting setting, in one line.
     """
     from hwnas.cost.source import LatencyRequest, cost_source, latency_source
-    from hwnas.device import get_device
+    from hwnas.device import get_device, runnable
 
     c = config
     say = log or (lambda s: None)
@@ -227,8 +234,14 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
     if len(set(names)) != len(names):
         raise UsageError(f"--device {names} names a device twice; name each once")
     space = build_space(c)
-    device = get_device(c.device)
-    others = [get_device(n) for n in c.also_devices]
+    device = runnable(get_device(c.device), say)  # cuda: onnxruntime-gpu where installed, else PyTorch on the GPU
+    others = [runnable(get_device(n), say) for n in c.also_devices]
+    # One precision for the run: the flag, else the first device file's (each device must support it).
+    c.precision = c.precision or device.precision
+    if darts and c.precision != "fp32":
+        raise UsageError(f"--strategy darts trains on FP32 latencies; --precision {c.precision} applies to the sampling strategies")
+    device = device.with_precision(c.precision)
+    others = [d.with_precision(c.precision) for d in others]
     from hwnas.cost.source import device_kind
 
     for dev in (device, *others):
@@ -249,11 +262,15 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
     objectives = [OBJECTIVES["accuracy"], _cost_objective(objective, charged, c)]
     constraints = _constraints(c, charged, others)
     c.out = c.out or c.default_out()
-    from hwnas.storage import JOURNAL_PREFIX
+    from hwnas.storage import default_storage
 
-    c.storage = c.storage or f"{JOURNAL_PREFIX}{Path(c.out) / 'study.journal'}"
+    c.storage = c.storage or default_storage(c.out)  # a bare path: the optuna CLI and optuna-dashboard open it too
     c.study = c.study or "hwnas"
     evaluator = _evaluator(c, space, darts, say)
+    if evaluator is not None and c.precision != "fp32":
+        from hwnas.evaluate.quantized import PrecisionEvaluator
+
+        evaluator = PrecisionEvaluator(evaluator, c.precision, seed=c.seed)
     plan = Plan(c, space, device, charged, objectives, constraints, evaluator)
     if darts:
         if c.objective != "latency":

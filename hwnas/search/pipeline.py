@@ -3,14 +3,16 @@
 Cheap costs come first and need no network; the torch module is built at most once per trial,
 and only when a source that is not cheap (live measurement) needs it. A trial over any budget is
 recorded infeasible and no accuracy is spent on it. A network already evaluated in the study
-(by this worker or another) is not paid for twice: its numbers are reused.
+(by this worker or another) is not paid for twice: its numbers are reused, on a trial told
+PRUNED (see :meth:`TrialPipeline._reuse`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from hwnas import _optuna
 from hwnas import trials as T
 from hwnas.evaluate import EvaluationFailed
 from hwnas.search.config import Plan
@@ -53,7 +55,7 @@ class TrialPipeline:
             self.sync(trial.study)  # another worker may have evaluated it since this one last looked
             prior = self.seen.get(key)
         if prior is not None:
-            return self._reuse(trial, prior, arch)
+            self._reuse(trial, prior, arch)
         try:
             costs, sources, details = self.charge(arch)
         except EvaluationFailed as exc:  # e.g. no agent of a remote device answered
@@ -70,9 +72,11 @@ class TrialPipeline:
         if details:
             record[T.COST_DETAILS] = details
         over = []
-        for con in self.plan.constraints:
-            v = con.violation(costs[con.metric])
-            trial.set_constraint(con.metric, v)
+        violations = [con.violation(costs[con.metric]) for con in self.plan.constraints]
+        if violations:
+            record[T.CONSTRAINT_NAMES] = [con.metric for con in self.plan.constraints]
+            _set_constraints(trial, violations)
+        for con, v in zip(self.plan.constraints, violations, strict=True):
             if v > 0:
                 over.append(con.name)
         cost_value = costs[self.cost_metric]
@@ -118,17 +122,28 @@ class TrialPipeline:
                     details[name] = _json_safe(cost.details)
         return costs, sources, details
 
-    def _reuse(self, trial: optuna.Trial, prior: optuna.trial.FrozenTrial, arch: Arch) -> tuple[float, float]:
-        """The same network was already evaluated in this study: reuse its numbers, don't pay twice."""
+    def _reuse(self, trial: optuna.Trial, prior: optuna.trial.FrozenTrial, arch: Arch) -> NoReturn:
+        """The same network was already evaluated in this study: reuse its numbers, don't pay twice.
+
+        The trial is told PRUNED (it did no work; the trial budget counts it), with the numbers in
+        its record: a COMPLETE copy would list the network twice in Optuna's best trials
+        (``optuna best-trials``, optuna-dashboard), and show Optuna's samplers the same point twice.
+        GPSampler and NSGA-II read complete trials only; TPE ranks a pruned trial below the
+        complete ones, as it ranks trials in flight, which steers it off proposing the repeat again.
+        """
+        import optuna
+
+        prior_rec = T.TrialRecord.of(prior)
         record = dict(prior.user_attrs.get(T.RECORD) or {})
         record[T.ARCH] = self.space.to_string(arch)
         record[T.REUSED_FROM] = prior.number
         record[T.STRATEGY] = self.plan.config.strategy
+        record[T.VALUES] = list(prior_rec.values)
+        if prior_rec.constraints:
+            record[T.CONSTRAINT_NAMES] = list(prior_rec.constraints)
+            _set_constraints(trial, list(prior_rec.constraints.values()))
         trial.set_user_attr(T.RECORD, record)
-        for name, value in prior.constraints.items():
-            trial.set_constraint(name, value)
-        values = prior.values
-        return float(values[0]), float(values[1])
+        raise optuna.TrialPruned(f"network of trial {prior.number}: its numbers are reused")
 
     # -- what the study holds ---------------------------------------------------------
     def note(self, trial: optuna.trial.FrozenTrial) -> None:
@@ -147,6 +162,11 @@ class TrialPipeline:
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             if t.number not in self.known:
                 self.note(t)
+
+
+def _set_constraints(trial: optuna.Trial, violations: list[float]) -> None:
+    """The trial's constraint values as Optuna's list (the one form hwnas writes; see ``T.CONSTRAINTS``)."""
+    _optuna.set_trial_system_attr(trial.study, trial, T.CONSTRAINTS, [float(v) for v in violations])
 
 
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:

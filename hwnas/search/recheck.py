@@ -90,7 +90,6 @@ def recheck(
 
 def _measure(plan: Plan, r: TrialRecord) -> dict[str, Any]:
     """One front network exported (as during the search) and timed on the device; an error in words on failure."""
-    from hwnas.cost._onnx import to_onnx_bytes
     from hwnas.cost.source import device_kind
     from hwnas.evaluate import EvaluationFailed
 
@@ -98,8 +97,9 @@ def _measure(plan: Plan, r: TrialRecord) -> dict[str, Any]:
     try:
         arch = space.from_string(r.arch)
         shape = tuple(space.input_shape(arch))
-        data = to_onnx_bytes(space.build(arch), shape, exporter="torchscript")
-        m = device_kind(plan.device.kind).measure(plan.device, data, shape)  # type: ignore[misc]
+        kind = device_kind(plan.device.kind)
+        data = kind.prepare(plan.device, space.build(arch), shape)  # ONNX bytes, or the module for the torch kind
+        m = kind.measure(plan.device, data, shape)  # type: ignore[misc]
     except (EvaluationFailed, HwnasError, OSError) as exc:
         return {"error": str(exc).splitlines()[0]}
     return {"median_ms": m.median_ms, "p90_ms": m.p90_ms, "iqr_ms": m.iqr_ms, "source": m.source}

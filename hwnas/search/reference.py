@@ -66,7 +66,7 @@ class ReferenceMonitor:
         budget = int(plan.config.trials or 0)
         self.every = max(MIN_EVERY, math.ceil(budget / (CHECKS - 1))) if budget else MIN_EVERY
         self.arch = reference_arch(plan.space)
-        self._onnx: bytes | None = None
+        self._onnx: Any = None  # what the device's kind times (ONNX bytes, or a module)
         self._tried: set[int] = set()
         self._failed_once = False
 
@@ -102,8 +102,7 @@ class ReferenceMonitor:
                 )
 
     def _measure(self, mark: int) -> dict[str, Any] | None:
-        from hwnas.cost._onnx import to_onnx_bytes
-        from hwnas.cost.source import measure_each
+        from hwnas.cost.source import device_kind, measure_each
         from hwnas.evaluate import EvaluationFailed
 
         space = self.plan.space
@@ -113,7 +112,8 @@ class ReferenceMonitor:
         device = dataclasses.replace(self.device, settings={**self.device.settings, "repeats": min(self.device.repeats, REPEATS)})
         try:
             if self._onnx is None:
-                self._onnx = to_onnx_bytes(space.build(self.arch), shape, exporter="torchscript")
+                # What the device's kind times: ONNX bytes, or the module itself for the torch kind.
+                self._onnx = device_kind(device.kind).prepare(device, space.build(self.arch), shape)
             on = measure_each(device, self._onnx, shape)
         except (EvaluationFailed, HwnasError, OSError) as exc:
             # The check informs; it never stops a search (the trials' own measurements fail loudly).

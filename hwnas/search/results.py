@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import statistics
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +27,20 @@ ACCURACY_EXTRAS = ("test_accuracy", "nb201_index")
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:
-    """Every completed trial of the study, in trial order."""
+    """Every completed trial of the study, and every reused one (told PRUNED, see
+    :meth:`~hwnas.search.pipeline.TrialPipeline._reuse`), in trial order."""
     import optuna
 
-    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return [TrialRecord.of(t) for t in sorted(trials, key=lambda t: t.number)]
+    State = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED))
+    done = [t for t in trials if t.state == State.COMPLETE or is_reused(t)]
+    return [TrialRecord.of(t) for t in sorted(done, key=lambda t: t.number)]
+
+
+def is_reused(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` repeats an earlier trial's network (and holds its numbers)."""
+    record = trial.user_attrs.get(T.RECORD)
+    return isinstance(record, dict) and T.REUSED_FROM in record and T.VALUES in record
 
 
 def summary(plan: Plan, r: TrialRecord) -> dict[str, Any]:
@@ -47,6 +57,10 @@ def summary(plan: Plan, r: TrialRecord) -> dict[str, Any]:
         "latency_source": r.source("latency_ms"),
         "latency_p90_ms": details.get("p90_ms"),
     }
+    if a.get("accuracy_precision") is not None:  # a search at another precision than fp32: what the accuracy is
+        out["accuracy_precision"] = a["accuracy_precision"]
+        out["fp32_accuracy"] = a.get("fp32_accuracy")
+        out["quantization_drop"] = a.get("quantization_drop")
     for ch in plan.charged:
         for m in ch.metrics():
             if m.name != "latency_ms" and ch.device is None:
@@ -112,6 +126,7 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
         "running": sum(s == optuna.trial.TrialState.RUNNING for s in states),
         "min_latency_ms": min(lat, default=None),
     }
+    drops = [float(d) for r in recs if not r.reused and isinstance(d := r.attrs.get("quantization_drop"), (int, float))]
     write_front(plan, front)
     best_d = summary(plan, best) if best else None
     if best_d is not None:
@@ -127,6 +142,9 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
         "dataset": c.dataset,
         "device": plan.device.name,
         "latency_budget_ms": c.latency_ms,
+        "precision": c.precision or "fp32",
+        # At int8 with a training evaluator: FP32 minus INT8 validation accuracy over the evaluated candidates.
+        "quantization_drop": {"n": len(drops), "median": statistics.median(drops), "max": max(drops)} if drops else None,
         "also_devices": [
             {"device": ch.device, "latency_budget_ms": b, "latency_model": ch.source.describe()}
             for ch, b in zip(plan.also(), c.also_latency_ms, strict=True)
@@ -233,6 +251,7 @@ def earlier_export(plan: Plan, best: dict[str, Any] | None, earlier: dict[str, A
         return earlier | {"exported_by": "an earlier command in this folder"}
     with folder_lock(plan.out / ".export.lock"):
         path.unlink(missing_ok=True)
+        (plan.out / "best-fp32.onnx").unlink(missing_ok=True)  # an INT8 export's FP32 source goes with it
     now = f"the best is now trial {best['trial']}" if best else "there is no feasible best now"
     log(f"removed {path} (trial {trial}): {now}; rerun without --no-export to export it")
     return None
@@ -309,8 +328,26 @@ def export_best(plan: Plan, best: dict[str, Any], *, log: Any) -> dict[str, Any]
     meta.update(deployment(plan))
     # An evaluator with trained weights (the supernet's) exports the network it scored, weights included.
     trained = plan.evaluator.build_trained(arch) if plan.evaluator is not None else None
+    precision = plan.config.precision or "fp32"
+    inputs = None
+    # A trained network is calibrated on its training images and compared on its validation split.
+    if precision == "int8" and trained is not None:
+        from hwnas.evaluate.quantized import export_inputs
+
+        inputs = export_inputs(plan.evaluator, seed=plan.config.seed)
     with folder_lock(plan.out / ".export.lock"):  # workers sharing --out export one at a time
-        result = export_verified(plan.space, arch, out, device=plan.device, metadata=meta, seed=plan.config.seed, trained=trained)
+        result = export_verified(
+            plan.space,
+            arch,
+            out,
+            device=plan.device,
+            metadata=meta,
+            seed=plan.config.seed,
+            trained=trained,
+            precision=precision,
+            calibration=inputs[0] if inputs else None,
+            parity_inputs=inputs[1] if inputs else None,
+        )
     d = result.as_dict()
     d["predicted_latency_ms"] = best["latency_ms"]
     d["predicted_source"] = best["latency_source"]

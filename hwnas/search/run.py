@@ -220,7 +220,7 @@ class Search:
     def _after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         import optuna
 
-        if trial.state != optuna.trial.TrialState.COMPLETE:
+        if trial.state != optuna.trial.TrialState.COMPLETE and not results.is_reused(trial):
             why = trial.user_attrs.get(T.FAILED_BECAUSE)
             self.log(f"trial {trial.number}: {trial.state.name.lower()}" + (f": {why}" if why else ""))
             return
@@ -274,6 +274,9 @@ class Search:
         trial = study.ask()
         try:
             values = self.pipeline.objective(trial)
+        except optuna.TrialPruned:  # an earlier trial holds the same network: its numbers are reused
+            self._after_trial(study, study.tell(trial, state=optuna.trial.TrialState.PRUNED))
+            return
         except BaseException:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import UsageError
-from hwnas.search.config import IDENTITY_VERSION
+from hwnas.search.config import IDENTITY_DEFAULTS, IDENTITY_VERSION
 
 #: The key of config.json that says which identity version the run was made with.
 VERSION_KEY = "identity_version"
@@ -35,6 +35,7 @@ def check_identity(old: dict[str, Any], ident: dict[str, Any], *, where: str, fi
     """Refuse to resume a run whose settings differ from ``ident`` (naming the first difference)."""
     if old.get("version") != IDENTITY_VERSION:
         raise older_hwnas(where, fix)
+    old = {**IDENTITY_DEFAULTS, **old}  # a key added later: the run was made at its default
     diff = [k for k in ident if old.get(k) != ident[k]]
     if diff:
         k = diff[0]

@@ -34,12 +34,16 @@ def open_study(plan: Plan) -> optuna.Study:
     old = study.user_attrs.get(IDENTITY_ATTR)
     if old is None:
         study.set_user_attr(IDENTITY_ATTR, ident)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable in use since Optuna 3.2
-            study.set_metric_names([o.metric for o in plan.objectives])
         if plan.evaluator is not None:
             # The evaluator's resolved settings (defaults included) and where its accuracies come from.
             study.set_user_attr(EVALUATOR_ATTR, plan.evaluator.describe())
     else:
         check_identity(old, ident, where=f"study {c.study!r}", fix="use another --study (or another --storage)")
+    # The objectives' names, which Optuna's clients show (optuna-dashboard, the plots): set on a
+    # study created by an hwnas that did not name them too.
+    names = [o.metric for o in plan.objectives]
+    if study.metric_names != names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable in use since Optuna 3.2
+            study.set_metric_names(names)
     return study

@@ -83,6 +83,17 @@ def local_sampler(
     return LocalSearchSampler(space=space, feasible=feasible, seed=seed, **opts)
 
 
+@STRATEGIES.register("hybrid")
+def hybrid_sampler(
+    *, seed: int, space: SearchSpace, feasible: Feasible | None = None, latency_ms: float | None = None, **opts: Any
+) -> optuna.samplers.BaseSampler:
+    """The default: local search toward the best feasible network; once its first climb ends,
+    every third proposal goes to the predicted largest hypervolume gain of the front (hybrid.py)."""
+    from hwnas.strategies.hybrid import HybridSampler
+
+    return HybridSampler(space=space, feasible=feasible, seed=seed, **opts)
+
+
 @STRATEGIES.register("reinforce")
 def reinforce_sampler(
     *, seed: int, space: SearchSpace, latency_ms: float, feasible: Feasible | None = None, **opts: Any
