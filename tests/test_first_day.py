@@ -228,7 +228,14 @@ def test_ctrl_c_prints_one_line_and_keeps_the_trials(tmp_path: Path) -> None:
 
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "hwnas", "search", "--device", "cpu", "--latency", "50ms", "--trials", "500", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # SIGINT as a terminal delivers it, whatever this process inherited: a shell without job control
+    # starts a background job (`cmd &`, as CI scripts may) with SIGINT ignored, and children keep it.
+    def deliverable() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=deliverable)
     assert proc.stderr is not None
     seen = []
     t0 = time.monotonic()
