@@ -230,6 +230,32 @@ def test_search_measures_every_trial_on_the_agents(agents: list[AgentProc], devi
     assert sum(int(a.health()["measurements"]) for a in agents) - before == 1 + measured + 2 * 2 + rc["n"]
 
 
+def test_an_int8_search_quantizes_here_and_sends_the_int8_model_to_the_agents(
+    agents: list[AgentProc], devices: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent needs only onnxruntime: hwnas quantizes each candidate and sends the QDQ model."""
+    import onnx
+
+    write_device(devices, [a.url for a in agents], agents[0].token_file)
+    sent: list[set[str]] = []
+    real = AgentClient.measure
+
+    def spy(self: AgentClient, onnx_bytes: bytes, settings: dict[str, Any]) -> dict[str, Any]:
+        sent.append({n.op_type for n in onnx.load_from_string(onnx_bytes).graph.node})
+        return real(self, onnx_bytes, settings)
+
+    monkeypatch.setattr(AgentClient, "measure", spy)
+    argv = ["search", "--device", "mypi", "--latency", "50ms", "--trials", "3", "--strategy", "random", "--precision", "int8"]
+    assert main([*argv, "--no-export", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["precision"] == "int8" and report["latency_model"]["precision"] == "int8"
+    records, _ = _records(report["storage"])
+    measured = [r for r in records if not r.reused]
+    assert measured and all(r.source("latency_ms") == "measured (remote)" for r in measured)
+    quantized = [ops for ops in sent if {"QuantizeLinear", "DequantizeLinear"} <= ops]
+    assert len(quantized) >= len(measured), sent  # every candidate reached an agent as an INT8 (QDQ) model
+
+
 def test_hwnas_devices_shows_each_agents_live_state(agents: list[AgentProc], devices: Path, capsys: pytest.CaptureFixture[str]) -> None:
     down = f"http://127.0.0.1:{_closed_port()}"
     write_device(devices, [agents[0].url, down], agents[0].token_file)

@@ -235,13 +235,32 @@ def quantize_onnx(
                 calibrate_method=CalibrationMethod.MinMax,
             )
             with open(dst, "rb") as g:
-                data = g.read()
+                data = _drop_unused_opsets(g.read())
         except UsageError:
             raise
         except Exception as exc:  # ORT and onnx raise many types; any of them means this model did not quantize
             why = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise QuantizationFailed(f"INT8 quantization failed: {type(exc).__name__}: {why}") from None
     return Quantized(data, calibration, time.perf_counter() - t0, reduce_range)
+
+
+def _drop_unused_opsets(data: bytes) -> bytes:
+    """The model without the opset imports no node uses. ORT's pre-processing saves its graph
+    with every domain ORT knows (``ai.onnx.training``, ``com.microsoft.nchwc``, ...); a runtime or
+    an agent that accepts only the standard domains would refuse the model for a domain it never
+    calls."""
+    import onnx
+
+    m = onnx.load_from_string(data)
+    used = {n.domain for n in m.graph.node} | {""}
+    for f in m.functions:
+        used |= {n.domain for n in f.node}
+    keep = [o for o in m.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    if len(keep) == len(m.opset_import):
+        return data
+    del m.opset_import[:]
+    m.opset_import.extend(keep)
+    return m.SerializeToString()
 
 
 # -- what a device times --------------------------------------------------------------------
