@@ -205,6 +205,103 @@ def test_local_search_restarts_at_a_local_optimum() -> None:
     assert t[9].system_attrs[CLIMB] == 1  # exhausted and none better: a new climb from a random point
 
 
+def _two_dims() -> ToySpace:
+    two = ToySpace()
+    two.dimensions = lambda: [Dimension(n, (0, 1, 2, 3, 4)) for n in ("a", "b")]  # type: ignore[method-assign]
+    return two
+
+
+def test_local_search_escapes_a_budget_edge_optimum_by_a_two_change_step() -> None:
+    """Accuracy 3a + 5b under a + b <= 4: (4, 0) is a local optimum (lowering a loses, raising b
+    breaks the budget), but trading a for b, two changes, reaches (0, 4)."""
+    from hwnas.strategies.local import CLIMB, ESCAPE, LocalSearchSampler
+
+    two = _two_dims()
+
+    def edge(trial: optuna.Trial) -> tuple[float, float]:
+        a, b = trial.suggest_categorical("a", [0, 1, 2, 3, 4]), trial.suggest_categorical("b", [0, 1, 2, 3, 4])
+        trial.set_constraint("latency", a + b - 4.0)
+        return (3.0 * a + 5.0 * b if a + b <= 4 else 0.0), float(a + b)
+
+    def within(arch: Arch) -> bool:
+        return arch["a"] + arch["b"] <= 4
+
+    def run(escape: int) -> list[optuna.trial.FrozenTrial]:
+        sampler = LocalSearchSampler(space=two, n_init=1, escape=escape, feasible=within, seed=0)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        for a, b in ((4, 0), (0, 0), (1, 0), (2, 0), (3, 0)):  # the optimum and its feasible neighbours
+            study.enqueue_trial({"a": a, "b": b})
+        study.optimize(edge, n_trials=6)
+        return sorted(study.trials, key=lambda t: t.number)
+
+    plain, kicked = run(0), run(2)
+    assert plain[5].system_attrs[CLIMB] == 1 and ESCAPE not in plain[5].system_attrs  # no escape: a restart
+    step = kicked[5]
+    assert step.system_attrs[CLIMB] == 0 and step.system_attrs[ESCAPE] == two.key({"a": 4, "b": 0})
+    assert step.params["a"] != 4 and step.params["b"] != 0 and within(step.params)  # two changes, within the budget
+    assert step.values[0] > 12.0  # better than the optimum it escaped from
+
+
+def test_local_search_escapes_only_at_a_budget_edge_and_at_most_escape_times() -> None:
+    """A single peak at (0, 0). With (0, 1) over the budget the peak is on the budget's edge: two
+    escapes, then a restart. With no budget nothing is gained by escaping: a restart at once."""
+    from hwnas.strategies.local import CLIMB, ESCAPE, LocalSearchSampler
+
+    two = _two_dims()
+
+    def run(over: tuple[int, int] | None, predicted: bool) -> list[optuna.trial.FrozenTrial]:
+        def peak(trial: optuna.Trial) -> tuple[float, float]:
+            a, b = trial.suggest_categorical("a", [0, 1, 2, 3, 4]), trial.suggest_categorical("b", [0, 1, 2, 3, 4])
+            trial.set_constraint("latency", 1.0 if (a, b) == over else -1.0)
+            return (10.0 if (a, b) == (0, 0) else 0.0), 1.0
+
+        def within(arch: Arch) -> bool:
+            return (arch["a"], arch["b"]) != over
+
+        sampler = LocalSearchSampler(space=two, n_init=1, escape=2, feasible=within if predicted else None, seed=0)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        study.enqueue_trial({"a": 0, "b": 0})
+        study.optimize(peak, n_trials=12)
+        return sorted(study.trials, key=lambda t: t.number)
+
+    # (0, 1) predicted over the budget: never proposed, so the 7 other neighbours are trials 1-7.
+    t = run((0, 1), predicted=True)
+    assert [x.system_attrs.get(ESCAPE) is not None for x in t[8:11]] == [True, True, False]
+    assert all(x.params["a"] != 0 and x.params["b"] != 0 for x in t[8:10])  # two changes from (0, 0)
+    assert [x.system_attrs[CLIMB] for x in t[8:11]] == [0, 0, 1]
+    # (0, 1) found over the budget by its evaluation: all 8 neighbours, then the two escapes.
+    t = run((0, 1), predicted=False)
+    assert [x.system_attrs.get(ESCAPE) is not None for x in t[9:12]] == [True, True, False]
+    free = run(None, predicted=False)  # no budget in reach: all 8 neighbours, then a restart
+    assert free[9].system_attrs[CLIMB] == 1 and not any(ESCAPE in x.system_attrs for x in free)
+    with pytest.raises(ValueError, match="escape"):
+        LocalSearchSampler(space=two, escape=-1)
+
+
+def test_tpe_proposes_only_new_networks_within_the_budget() -> None:
+    """Plain TPE repeats itself on a 125-point space (and a repeat, told PRUNED by ``hwnas search``,
+    reads to it as a bad point); hwnas's ``tpe`` asks again, or takes a uniform untried network."""
+
+    def keys(study: optuna.Study) -> list[str]:
+        return [SPACE.key(_arch(t)) for t in sorted(study.trials, key=lambda t: t.number)]
+
+    def within(arch: Arch) -> bool:
+        return arch["a"] + arch["b"] <= BUDGET
+
+    plain = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler("tpe", seed=0, space=None, latency_ms=BUDGET))
+    plain.optimize(objective, n_trials=60)
+    assert len(set(keys(plain))) < 60  # the premise: TPE alone repeats networks
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler("tpe", feasible=within))
+    study.optimize(objective, n_trials=60)
+    got = keys(study)
+    assert len(set(got[10:])) == 50 and not set(got[10:]) & set(got[:10])  # after TPE's random start: all new
+    assert all(within(_arch(t)) for t in study.trials[10:])  # and predicted within the budget
+    assert best_feasible(study) == 80.0
+    # 75 feasible networks: once they are all tried, a repeat (feasible) is the only proposal left.
+    study.optimize(objective, n_trials=30)
+    assert len(study.trials) == 90 and all(within(_arch(t)) for t in study.trials[10:])
+
+
 def test_local_search_moves_to_a_better_neighbour_found_earlier() -> None:
     from hwnas.strategies.local import LocalSearchSampler
 

@@ -30,12 +30,20 @@ def random_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
 
 
 @STRATEGIES.register("tpe")
-def tpe_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
+def tpe_sampler(*, seed: int, space: SearchSpace | None = None, feasible: Feasible | None = None, **_: Any) -> optuna.samplers.BaseSampler:
     """Multivariate TPE (Bergstra et al. 2011; Falkner et al. 2018), constraint-aware through
-    ``trial.set_constraint``: feasible trials rank before infeasible ones in its split."""
+    ``trial.set_constraint``: feasible trials rank before infeasible ones in its split. Given the
+    space, it proposes only networks not yet tried and predicted within the budget (unique.py)."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10, constant_liar=True)
+    def make(s: int | None) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=s, multivariate=True, n_startup_trials=10, constant_liar=True)
+
+    if space is None:
+        return make(seed)
+    from hwnas.strategies.unique import NewNetworksOnly
+
+    return NewNetworksOnly(make, space=space, feasible=feasible, seed=seed)
 
 
 @STRATEGIES.register("gp")
@@ -87,8 +95,9 @@ def local_sampler(
 def hybrid_sampler(
     *, seed: int, space: SearchSpace, feasible: Feasible | None = None, latency_ms: float | None = None, **opts: Any
 ) -> optuna.samplers.BaseSampler:
-    """The default: local search toward the best feasible network; once its first climb ends,
-    every third proposal goes to the predicted largest hypervolume gain of the front (hybrid.py)."""
+    """The default: local search toward the best feasible network, escaping a local optimum by
+    predicted two-change steps; once its first climb ends, every fourth proposal goes to the
+    predicted largest hypervolume gain of the front (hybrid.py)."""
     from hwnas.strategies.hybrid import HybridSampler
 
     return HybridSampler(space=space, feasible=feasible, seed=seed, **opts)

@@ -8,11 +8,13 @@ the rest of the front poorly; TPE and NSGA-II cover the front and rarely reach t
 This sampler first runs the local search alone: the best network under the budget is what was
 asked for. Once its first climb reaches a local optimum (or after twice as many trials as the
 space's encoding has features, 60 on NAS-Bench-201 and 298 on mbconv, if no climb ends sooner),
-every ``front_every``-th proposal goes to the front and the others to the local search:
+every ``front_every``-th proposal (every fourth by default) goes to the front and the others to
+the local search:
 
 * **focus** proposals are the local search's (hill climbing through untried one-change
-  neighbours of the climb's best, in the order a ridge predictor ranks them, restarting at a
-  local optimum), with its own constraint-aware fitness: feasible first, then the first objective;
+  neighbours of the climb's best in random order; at a local optimum, up to three two-change
+  neighbours a ridge predictor ranks best, then a restart), with its own constraint-aware
+  fitness: feasible first, then the first objective;
 * **front** proposals maximise the *predicted hypervolume improvement* over the study's feasible
   front (Emmerich et al. 2006, expected-improvement screening reduced to a point prediction):
   candidates are the untried neighbours of the front's members and a few uniform samples (none
@@ -64,7 +66,11 @@ class HybridSampler(SeededSampler):
         front_start: the front phase starts when the first climb ends or after this many
             completed trials, whichever is first (None: twice the length of the space's encoding).
         pool: uniform samples added to the front candidates (beside the front's neighbours).
-        screen: the local search tries untried neighbours in a ridge predictor's order.
+        screen: the local search tries untried neighbours in a ridge predictor's order (False:
+            at random, which reached the best network more often in ``benchmarks/strategies.py``;
+            a predictor's order sends every climb the same way).
+        escape: two-change neighbours the local search tries at a local optimum before it
+            restarts (see ``local.py``).
         feasible: optional cheap predicate; candidates predicted infeasible are skipped.
         seed: seed of the sampler's own generator.
     """
@@ -74,34 +80,43 @@ class HybridSampler(SeededSampler):
         *,
         space: SearchSpace,
         n_init: int = 10,
-        front_every: int = 3,
+        front_every: int = 4,
         front_start: int | None = None,
         pool: int = 64,
-        screen: bool = True,
+        screen: bool = False,
+        escape: int = 3,
         feasible: Feasible | None = None,
         seed: int | None = None,
     ) -> None:
-        if n_init < 1:
-            raise ValueError(f"n_init must be >= 1, got {n_init}")
+        # The local search checks its own arguments (n_init, escape) and holds the space and predicate.
+        self._local = LocalSearchSampler(space=space, n_init=n_init, screen=screen, escape=escape, feasible=feasible, seed=seed)
         if front_every < 0 or front_every == 1:
             raise ValueError(f"front_every must be 0 (no front phase) or >= 2, got {front_every}")
         if front_start is not None and front_start < n_init:
             raise ValueError(f"front_start must be >= n_init ({n_init}), got {front_start}")
         if pool < 0:
             raise ValueError(f"pool must be >= 0, got {pool}")
-        self.space = space
-        self.n_init = n_init
         self.front_every = front_every
         self.pool = pool
-        self.feasible = feasible
         self.front_start = 2 * max(n_init, len(space.encode(space.smallest()))) if front_start is None else front_start
-        self._local = LocalSearchSampler(space=space, n_init=n_init, screen=screen, feasible=feasible, seed=seed)
         self._init_streams(seed)
         self._archs = TrialArchs(space)
         self._codes: dict[int, np.ndarray] = {}
         self._degen: dict[int, bool] = {}
         self._keys: dict[int, str] = {}  # canonical key by trial id, for completed trials
         self._owner: tuple[int, int] | None = None
+
+    @property
+    def space(self) -> SearchSpace:
+        return self._local.space
+
+    @property
+    def n_init(self) -> int:
+        return self._local.n_init
+
+    @property
+    def feasible(self) -> Feasible | None:
+        return self._local.feasible
 
     def _init_streams(self, seed: int | None) -> None:
         super()._init_streams(seed)
