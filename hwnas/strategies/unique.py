@@ -25,8 +25,10 @@ from hwnas.strategies._seeded import SeededSampler
 if TYPE_CHECKING:
     import optuna
 
-#: Proposals asked of the inner sampler before a uniform one is taken.
-TRIES = 20
+#: Proposals asked of the inner sampler before a uniform one is taken. Each is a full TPE fit: with
+#: 20, hwnas's tpe cost 200 ms a trial at 1,000 trials (plain TPE: 29 ms), and 1, 3 or 20 tries
+#: reached the same regret and hypervolume (pixel3 <= 5 ms, 20 seeds).
+TRIES = 3
 
 
 class NewNetworksOnly(SeededSampler):
