@@ -12,9 +12,9 @@ every ``front_every``-th proposal (every fourth by default) goes to the front an
 the local search:
 
 * **focus** proposals are the local search's (hill climbing through untried one-change
-  neighbours of the climb's best in random order; at a local optimum, up to three two-change
-  neighbours a ridge predictor ranks best, then a restart), with its own constraint-aware
-  fitness: feasible first, then the first objective;
+  neighbours of the climb's best in random order; at a local optimum within two changes of the
+  budget, up to three two-change neighbours a ridge predictor ranks best; then a restart), with
+  its own constraint-aware fitness: feasible first, then the first objective;
 * **front** proposals maximise the *predicted hypervolume improvement* over the study's feasible
   front (Emmerich et al. 2006, expected-improvement screening reduced to a point prediction):
   candidates are the untried neighbours of the front's members and a few uniform samples (none
