@@ -134,12 +134,7 @@ def export_verified(
         _free_spatial_axes(proto)
     props = {"hwnas.space": space.name, "hwnas.arch": space.to_string(arch), "hwnas.weights": weights}
     props.update({f"hwnas.{k}": str(v) for k, v in (metadata or {}).items() if v is not None})
-    onnx.helper.set_model_props(proto, props)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise HwnasError(f"exported model failed onnx.checker: {str(exc).splitlines()[0]}") from None
-    data = proto.SerializeToString()
+    data = _checked_bytes(proto, props, "exported model")
 
     # Parity on the CPU provider: the reference numbers, independent of the target device.
     session = make_session(data, provider="CPUExecutionProvider", threads=1)
@@ -226,17 +221,25 @@ def _quantized(
     props = {p.key: p.value for p in onnx.load_from_string(fp32).metadata_props}
     props |= {"hwnas.precision": "int8", "hwnas.fp32_source": fp32_name, "hwnas.quantization": q.describe()["method"]}
     props["hwnas.calibration"] = calibration.source
-    onnx.helper.set_model_props(proto, props)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise HwnasError(f"quantized model failed onnx.checker: {str(exc).splitlines()[0]}") from None
-    data = proto.SerializeToString()
+    data = _checked_bytes(proto, props, "quantized model")
     if parity_inputs is None:
         x = np.random.default_rng(seed + 1).random((PARITY_INPUTS, *shape), dtype=np.float32)
         parity_inputs = (x, f"synthetic: {PARITY_INPUTS} seeded uniform [0, 1) inputs (seed {seed + 1}), not the calibration set")
     figures = parity(fp32, data, parity_inputs[0], source=parity_inputs[1])
     return data, {**q.describe(), "parity": figures, "size_bytes": len(data), "fp32_size_bytes": len(fp32)}
+
+
+def _checked_bytes(proto: Any, props: dict[str, str], what: str) -> bytes:
+    """``proto`` with ``props`` as its metadata, through onnx.checker's full check, serialized;
+    a failed check is one line naming ``what`` failed it."""
+    import onnx
+
+    onnx.helper.set_model_props(proto, props)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise HwnasError(f"{what} failed onnx.checker: {str(exc).splitlines()[0]}") from None
+    return bytes(proto.SerializeToString())
 
 
 def _float64_errors(model: Any, x: np.ndarray, got: np.ndarray, expected: np.ndarray) -> tuple[float, float]:

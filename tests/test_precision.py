@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_lut import FAST_DEVICE
 
 from hwnas.cli import main
 from hwnas.cost.quantize import (
@@ -29,14 +30,6 @@ from hwnas.trials import FAILED_BECAUSE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FAST_DEVICE = """
-name = "fastcpu"
-kind = "onnxruntime"
-provider = "CPUExecutionProvider"
-threads = 1
-warmup = 1
-repeats = 5
-"""
 #: An FP32 lookup table shipped with the repository (written before tables had a precision).
 FP32_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "evaluators" / "tables" / "cpu-mbconv.json"
 

@@ -176,8 +176,8 @@ class LocalSearchSampler(SeededSampler):
         objective, while fewer than ``escape`` of the climb's trials escaped from it and the budget
         is within two changes of the optimum (a network there is over it: predicted so, or found
         so by its evaluation); else None. Away from a budget a restart serves better: it may find
-        another basin (NAS-Bench-201 without a budget: 0.86 of 100 searches found the best network
-        with restarts alone, 0.78 with escapes)."""
+        another basin (NAS-Bench-201 without a budget: 0.86 of 100 searches found one of the two best
+        networks with restarts alone, 0.78 with escapes)."""
         key = self.space.key(optimum)
         if self.escape == 0 or sum(1 for t in members if t.system_attrs.get(ESCAPE) == key) >= self.escape:
             return None
@@ -199,9 +199,7 @@ class LocalSearchSampler(SeededSampler):
                     cands.append(child)
         if not cands or not edge:
             return None
-        score = predict_first_objective(self.space, study, trials, cands, self._codes)
-        best = np.flatnonzero(score >= score.max() - 1e-12)
-        return cands[int(self._rng.choice(best))]
+        return self._best_predicted(study, trials, cands)
 
     def _over_budget(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> set[str]:
         """Equivalence keys of the evaluated networks found over the budget."""
@@ -218,9 +216,13 @@ class LocalSearchSampler(SeededSampler):
             return fresh[0]
         if not self.screen:
             return fresh[int(self._rng.integers(len(fresh)))]
-        score = predict_first_objective(self.space, study, trials, fresh, self._codes)
+        return self._best_predicted(study, trials, fresh)
+
+    def _best_predicted(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial], archs: list[Arch]) -> Arch:
+        """The one of ``archs`` with the best predicted first objective (ties broken at random)."""
+        score = predict_first_objective(self.space, study, trials, archs, self._codes)
         best = np.flatnonzero(score >= score.max() - 1e-12)
-        return fresh[int(self._rng.choice(best))]
+        return archs[int(self._rng.choice(best))]
 
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str, param_distribution: Any) -> Any:
         return self._random.sample_independent(study, trial, param_name, param_distribution)
