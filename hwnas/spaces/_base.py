@@ -157,6 +157,13 @@ class SearchSpace(ABC):
             parts.append(v)
         return np.concatenate(parts)
 
+    def features(self, arch: Arch) -> np.ndarray:
+        """Inputs of the strategies' learned accuracy predictors (default: :meth:`encode`).
+
+        A space whose networks are graphs may add what the one-hot choices hide, such as the
+        paths from input to output (NAS-Bench-201)."""
+        return self.encode(arch)
+
     def key(self, arch: Arch) -> str:
         """A stable JSON key of the canonical arch (for caches and deduplication)."""
         return json.dumps(self.canonical(arch), sort_keys=True)

@@ -9,7 +9,10 @@ index join them to the benchmark tables shipped in ``hwnas/data``.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from hwnas.benchdata import NB201_EDGES, NB201_OPS, genotype_to_string, nb201_table, string_to_genotype
 from hwnas.errors import UsageError
@@ -41,6 +44,13 @@ INPUT_NORMALISATION: dict[str, dict[str, object]] = {
     },
     "cifar100": {"mean": [125.3 / 255, 123.0 / 255, 113.9 / 255], "std": [63.0 / 255, 62.1 / 255, 66.7 / 255], "labels": None},
     "imagenet16-120": {"mean": [122.68 / 255, 116.66 / 255, 104.01 / 255], "std": [63.22 / 255, 61.26 / 255, 65.09 / 255], "labels": None},
+}
+
+#: The cell's input-to-output routes, as edges in order (node 0 is the input, node 3 the output).
+_ROUTES: tuple[tuple[str, ...], ...] = (("3<-0",), ("1<-0", "3<-1"), ("2<-0", "3<-2"), ("1<-0", "2<-1", "3<-2"))
+#: Column of each sequence of operations a route can carry in the path encoding (4 + 16 + 64).
+_PATH_COLUMNS: dict[tuple[str, ...], int] = {
+    seq: i for i, seq in enumerate(s for n in (1, 2, 3) for s in itertools.product([op for op in NB201_OPS if op != "none"], repeat=n))
 }
 
 #: Checked (ops of the 6 edges) -> official index; at most 15,625 entries.
@@ -142,6 +152,23 @@ class NB201Space(SearchSpace):
         the same function (6,466 classes among the 15,625 cells)."""
         table = nb201_table()
         return f"nb201-iso-{int(table.iso_class[self.index(arch)])}"
+
+    def features(self, arch: Arch) -> np.ndarray:
+        """The one-hot encoding, then the path encoding of White et al. (BANANAS, AAAI 2021): how
+        many input-to-output paths of the cell carry each sequence of operations (``none`` cuts
+        a path). Accuracy in this space follows the paths more than the edges: a ridge
+        predictor on both, fitted on the ranks of the accuracies of 10 to 100 evaluated cells,
+        orders a local search's neighbours better than one on the one-hot encoding alone: in a
+        replay of the climbs on the benchmark table (2,000 searches of 92 evaluations without a
+        budget), 0.88 of the searches ended at the best cell with these features, 0.86 with the
+        one-hot encoding and 0.82 in random order."""
+        arch = self.canonical(arch)
+        paths = np.zeros(len(_PATH_COLUMNS), dtype=np.float32)
+        for route in _ROUTES:
+            ops = tuple(arch[edge] for edge in route)
+            if "none" not in ops:
+                paths[_PATH_COLUMNS[ops]] += 1.0
+        return np.concatenate([self.encode(arch), paths])
 
     def from_index(self, index: int) -> Arch:
         table = nb201_table()
