@@ -136,11 +136,12 @@ def test_resuming_proposes_what_an_uninterrupted_run_would() -> None:
 
 def _assert_runs(space_name: str, objective: Callable[[optuna.Trial], tuple[float, float]], feasible, n: int) -> optuna.Study:  # type: ignore[no-untyped-def]
     space = get_space(space_name)
-    # front_start=10: else the front phase starts when the first climb ends (or after 298 trials on mbconv).
+    # front_start=10: else the front phase starts when a climb ends (or after 298 trials on mbconv);
+    # with it, after 10 trials, or 20 while no climb has ended at the budget's edge.
     sampler = make_sampler("hybrid", seed=0, space=space, latency_ms=1.0, feasible=feasible, front_start=10)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     study.optimize(objective, n_trials=n)
-    assert sum(t.system_attrs.get(CLIMB) == NO_CLIMB for t in study.trials) >= (n - 10) // 4 - 1  # front proposals happened
+    assert sum(t.system_attrs.get(CLIMB) == NO_CLIMB for t in study.trials) >= (n - 20) // 4 - 1  # front proposals happened
     for t in study.trials:
         space.validate(t.params)
     return study
@@ -159,7 +160,7 @@ def test_works_on_mbconv_with_a_cost_budget_and_unconstrained() -> None:
         trial.set_constraint("flops_m", c - 34.0)
         return (float(-((c - 33.0) ** 2)) if c <= 34.0 else 0.0), c
 
-    study = _assert_runs("mbconv", mbconv, lambda a: cost(a) <= 34.0, 22)
+    study = _assert_runs("mbconv", mbconv, lambda a: cost(a) <= 34.0, 34)
     assert all(cost(space.canonical(t.params)) <= 34.0 for t in study.trials)  # the budget predicate is respected
 
     def unconstrained(trial: optuna.Trial) -> tuple[float, float]:
@@ -167,7 +168,7 @@ def test_works_on_mbconv_with_a_cost_budget_and_unconstrained() -> None:
         i = NB201.index(arch)
         return float(VALID[i]), float(LATENCY[i])
 
-    study = _assert_runs("nb201", unconstrained, None, 31)
+    study = _assert_runs("nb201", unconstrained, None, 34)
     assert max(t.values[0] for t in study.trials) > np.quantile(VALID, 0.99)
 
 
@@ -199,3 +200,31 @@ def test_hypervolume_gain_is_the_exact_2d_improvement() -> None:
 def test_refuses_bad_settings(bad: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValueError, match=next(iter(bad))):
         HybridSampler(space=NB201, **bad)
+
+
+def test_the_front_phase_waits_for_a_second_climb_when_the_budget_does_not_bind() -> None:
+    def first(trials: list[optuna.trial.FrozenTrial], when: Callable[[int], bool]) -> int:
+        return next((t.number for t in trials if when(t.system_attrs.get(CLIMB, 0))), 10**9)
+
+    def unconstrained(trial: optuna.Trial) -> tuple[float, float]:
+        i = NB201.index(NB201.canonical({d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in NB201.dimensions()}))
+        return float(VALID[i]), float(LATENCY[i])
+
+    # No budget: the first climb's optimum has no neighbour over it; the front phase waits for the
+    # end of the second climb (or 2 * 60 trials) and then takes every fourth proposal.
+    sampler = HybridSampler(space=NB201, seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(unconstrained, n_trials=140)
+    trials = study.trials
+    start = min(first(trials, lambda c: c >= 2), 2 * sampler.front_start)
+    assert first(trials, lambda c: c >= 1) < start  # the first climb ended well before
+    assert start + 3 == first(trials, lambda c: c == NO_CLIMB) < len(trials)
+
+    # Under gold_6226's 20 % budget the first climb ends at the budget's edge: the phase starts there.
+    sampler = HybridSampler(space=NB201, seed=0, feasible=nb201_feasible)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(_toy_objective, n_trials=100)
+    trials = study.trials
+    end = first(trials, lambda c: c >= 1)
+    assert sampler._local.climb_ends_at_budget_edge(study, trials[:end], 0)
+    assert min(end, sampler.front_start) + 3 == first(trials, lambda c: c == NO_CLIMB)

@@ -95,9 +95,10 @@ def local_sampler(
 def hybrid_sampler(
     *, seed: int, space: SearchSpace, feasible: Feasible | None = None, latency_ms: float | None = None, **opts: Any
 ) -> optuna.samplers.BaseSampler:
-    """The default: local search toward the best feasible network, escaping a local optimum by
-    predicted two-change steps; once its first climb ends, every fourth proposal goes to the
-    predicted largest hypervolume gain of the front (hybrid.py)."""
+    """The default: local search toward the best feasible network, its steps in a predictor's
+    order away from the budget, escaping a local optimum at the budget's edge by predicted
+    two-change steps; once a climb ends at the budget's edge (or two climbs end), every fourth
+    proposal goes to the predicted largest hypervolume gain of the front (hybrid.py)."""
     from hwnas.strategies.hybrid import HybridSampler
 
     return HybridSampler(space=space, feasible=feasible, seed=seed, **opts)

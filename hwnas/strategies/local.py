@@ -13,7 +13,11 @@ Otherwise the search restarts from a random architecture (a new climb; each tria
 climb in a system attribute). "Best" is constraint-aware: feasible before infeasible (least
 violation first), then the first objective.
 With ``screen``, the untried neighbours are tried in the order a ridge predictor fitted on the
-evaluated trials ranks them, so the climb tends to take its best step first.
+evaluated trials ranks them (``_surrogate.py``), so the climb tends to take its best step first;
+with ``screen="auto"``, only away from the budget: where a one-change neighbour of the climb's
+best is over the budget, the best step trades accuracy against cost, which a predictor of
+accuracy alone does not see, and always taking its pick sends every climb to the same place on
+the budget's edge, so there the order is random.
 
 Everything is read from the study, so a resumed or distributed search continues the same
 climb; trials still running count as tried, so parallel workers do not repeat each other.
@@ -24,7 +28,7 @@ miss the budget are skipped without spending a trial.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -52,7 +56,8 @@ class LocalSearchSampler(SeededSampler):
     Args:
         space: the search space (sampling, neighbourhoods, equivalence).
         n_init: random architectures evaluated before the climb starts.
-        screen: order untried neighbours by a ridge predictor (True) or at random (False).
+        screen: order untried neighbours by a ridge predictor (True), at random (False), or by
+            the predictor except at the budget's edge ("auto").
         escape: two-change neighbours tried at a local optimum before a restart (0: restart at once).
         feasible: optional cheap predicate; neighbours predicted infeasible are skipped.
         seed: seed of the sampler's own generator.
@@ -63,7 +68,7 @@ class LocalSearchSampler(SeededSampler):
         *,
         space: SearchSpace,
         n_init: int = 10,
-        screen: bool = False,
+        screen: bool | Literal["auto"] = False,
         escape: int = 0,
         feasible: Feasible | None = None,
         seed: int | None = None,
@@ -72,6 +77,8 @@ class LocalSearchSampler(SeededSampler):
             raise ValueError(f"n_init must be >= 1, got {n_init}")
         if escape < 0:
             raise ValueError(f"escape must be >= 0, got {escape}")
+        if screen not in (True, False, "auto"):
+            raise ValueError(f"screen must be True, False or 'auto', got {screen!r}")
         self.space = space
         self.n_init = n_init
         self.screen = screen
@@ -79,6 +86,7 @@ class LocalSearchSampler(SeededSampler):
         self.feasible = feasible
         self._init_streams(seed)
         self._codes: dict[int, np.ndarray] = {}
+        self._features: dict[int, np.ndarray] = {}
         self._archs = TrialArchs(space)
         self._keys: dict[int, tuple[Any, ...]] = {}
         self._keys_owner: tuple[int, int] | None = None
@@ -95,9 +103,9 @@ class LocalSearchSampler(SeededSampler):
             members = [t for t in trials if int(t.system_attrs.get(CLIMB, 0)) == climb]
             parent = self._climb_from(study, trials, members)
             fresh = self._untried(parent, seen) if parent is not None else []
-            if fresh:
+            if fresh and parent is not None:
                 _optuna.set_trial_system_attr(study, trial, CLIMB, climb)
-                return dict(self._pick(study, trials, fresh))
+                return dict(self._pick(study, trials, fresh, parent))
             kick = self._escape(study, trials, members, parent, seen) if parent is not None else None
             if kick is not None:
                 _optuna.set_trial_system_attr(study, trial, CLIMB, climb)
@@ -183,7 +191,7 @@ class LocalSearchSampler(SeededSampler):
             return None
         over = self._over_budget(study, trials)
         near = self._neighbours(optimum)
-        edge = any(k in over or (self.feasible is not None and not self.feasible(arch)) for arch, k in near)
+        edge = self.at_budget_edge(optimum, over)
         if len(near) > ESCAPE_FAN:
             near = [near[int(i)] for i in self._rng.choice(len(near), ESCAPE_FAN, replace=False)]
         cands: list[Arch] = []
@@ -201,6 +209,21 @@ class LocalSearchSampler(SeededSampler):
             return None
         return self._best_predicted(study, trials, cands)
 
+    def climb_ends_at_budget_edge(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial], climb: int) -> bool:
+        """Whether the best of climb ``climb`` among ``trials`` (the climb's local optimum, once the
+        next climb has begun) is at the budget's edge (:meth:`at_budget_edge`)."""
+        members = [t for t in trials if int(t.system_attrs.get(CLIMB, 0)) == climb]
+        if not members:
+            return False
+        fitness = self._fitness(study, trials)
+        arch = self._archs.arch(study, min(members, key=lambda t: fitness[t.number]))
+        return arch is not None and self.at_budget_edge(arch, self._over_budget(study, trials))
+
+    def at_budget_edge(self, arch: Arch, over: set[str]) -> bool:
+        """Whether a one-change neighbour of ``arch`` is over the budget: predicted so by the
+        feasibility predicate, or found so (its equivalence key is in ``over``)."""
+        return any(k in over or (self.feasible is not None and not self.feasible(child)) for child, k in self._neighbours(arch))
+
     def _over_budget(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> set[str]:
         """Equivalence keys of the evaluated networks found over the budget."""
         out = set()
@@ -211,16 +234,22 @@ class LocalSearchSampler(SeededSampler):
                     out.add(got[1])
         return out
 
-    def _pick(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial], fresh: list[Arch]) -> Arch:
+    def _pick(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial], fresh: list[Arch], parent: Arch) -> Arch:
         if len(fresh) == 1:
             return fresh[0]
-        if not self.screen:
+        screen = self.screen
+        if screen == "auto":
+            screen = not self.at_budget_edge(parent, self._over_budget(study, trials))
+        if not screen:
             return fresh[int(self._rng.integers(len(fresh)))]
-        return self._best_predicted(study, trials, fresh)
+        return self._best_predicted(study, trials, fresh, ranked=True)
 
-    def _best_predicted(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial], archs: list[Arch]) -> Arch:
+    def _best_predicted(
+        self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial], archs: list[Arch], *, ranked: bool = False
+    ) -> Arch:
         """The one of ``archs`` with the best predicted first objective (ties broken at random)."""
-        score = predict_first_objective(self.space, study, trials, archs, self._codes)
+        cache = self._features if ranked else self._codes
+        score = predict_first_objective(self.space, study, trials, archs, cache, ranked=ranked)
         best = np.flatnonzero(score >= score.max() - 1e-12)
         return archs[int(self._rng.choice(best))]
 
