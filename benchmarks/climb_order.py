@@ -30,7 +30,7 @@ import numpy as np
 
 from hwnas.benchdata import nb201_table
 from hwnas.spaces import get_space
-from hwnas.strategies._surrogate import RidgePredictor
+from hwnas.strategies._surrogate import RidgePredictor, ranks
 
 ORDERS = ("random", "onehot-values", "onehot-ranks", "features-ranks")
 
@@ -97,7 +97,7 @@ def search(t: Table, order: str, seed: int, queries: int, n_init: int = 10) -> i
             x = t.features if order == "features-ranks" else t.onehot
             y = t.valid[trace].astype(float)
             if order.endswith("ranks"):
-                y = np.argsort(np.argsort(y, kind="stable"), kind="stable").astype(float)
+                y = ranks(y)
             score = RidgePredictor().fit(x[trace], y).predict(x[fresh])
             pick = fresh[int(np.argmax(score))]
         evaluate(pick)

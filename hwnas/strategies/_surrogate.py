@@ -52,6 +52,11 @@ class RidgePredictor:
         return self._mean + self._scale * ((x - self._x_mean) @ self._w)
 
 
+def ranks(values: np.ndarray) -> np.ndarray:
+    """0-based ranks of ``values`` (ties in order of appearance), as floats: the targets of the ranked fit."""
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(float)
+
+
 def predict_first_objective(
     space: SearchSpace,
     study: optuna.Study,
@@ -97,8 +102,6 @@ def predict_first_objective(
         ys.append(sign * t.values[0])
     if len(ys) < 2:
         return np.zeros(len(archs))
-    y = np.array(ys)
-    if ranked:
-        y = np.argsort(np.argsort(y, kind="stable"), kind="stable").astype(float)
+    y = ranks(np.array(ys)) if ranked else np.array(ys)
     model = RidgePredictor().fit(np.array(rows), y)
     return model.predict(np.array([inputs(a) for a in archs]))
