@@ -69,7 +69,7 @@ if ! "$PY" -c "import optuna, fvcore" 2>/dev/null; then
   fi
 fi
 if ! "$PY" -c "import hwnas, hwnas_agent" 2>/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1 \
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e ./agent -e . >/dev/null 2>&1 \
     || export PYTHONPATH="$PWD:$PWD/agent${PYTHONPATH:+:$PYTHONPATH}"
 fi
 "$PY" -c "import hwnas, optuna, fvcore; print('hwnas from', hwnas.__file__, '| optuna', optuna.__version__)" || exit 1
