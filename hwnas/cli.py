@@ -234,7 +234,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from hwnas.cost.lut import LatencyTable, table_name
+    from hwnas.cost.lut import LatencyTable, table_name, tables_dir
     from hwnas.device import get_device, runnable
     from hwnas.profile import build_table, check_table, judge_table
     from hwnas.spaces import get_space
@@ -243,7 +243,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     device = runnable(get_device(args.device), None if args.quiet else _err)  # cuda: onnxruntime-gpu, else PyTorch
     device = device.with_precision(args.precision or device.precision)  # int8: every block and network quantized before timing
     space.lut_codec().check_profile_options(resolutions=args.resolution or None)
-    out = Path(args.out) if args.out else Path("latency_tables") / table_name(device.name, space.name, device.precision)
+    out = Path(args.out) if args.out else tables_dir() / table_name(device.name, space.name, device.precision)
     log = (lambda s: None) if args.quiet else _err
     table = None
     if args.reuse and out.is_file():
@@ -633,7 +633,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(LATENCY_SOURCES),
         help="auto (default): a table device's table, else this device's lookup table if built here, else measure",
     )
-    s.add_argument("--table", help="latency lookup table to use (default latency_tables/<device>-<space>.json)")
+    s.add_argument(
+        "--table",
+        help="latency lookup table to use (default <device>-<space>.json in the table folder: $HWNAS_TABLES, else "
+        "~/.local/share/hwnas/latency_tables on Linux)",
+    )
     s.add_argument("--allow-foreign-table", action="store_true", help="use a lookup table built on another machine or runtime")
     s.add_argument("--allow-failing-table", action="store_true", help="use the --table although it failed its check (profile --force)")
     g = s.add_argument_group("differentiable search (--strategy darts) and training evaluators")
@@ -711,7 +715,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--check", type=_int, default=0, metavar="N", help="measure N more random networks and report the table's accuracy")
     pr.add_argument("--reuse", action="store_true", help="keep an existing table built here (only run --check)")
     pr.add_argument("--force", action="store_true", help="write the table even if it fails its check (marked as failing)")
-    pr.add_argument("--out", help="table file (default latency_tables/<device>-<space>.json)")
+    pr.add_argument(
+        "--out",
+        help="table file (default <device>-<space>.json in the table folder: $HWNAS_TABLES, else "
+        "~/.local/share/hwnas/latency_tables on Linux)",
+    )
     pr.add_argument("--seed", type=_int, default=0)
     pr.add_argument(
         "--precision",

@@ -36,6 +36,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _tables_out_of_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own empty lookup-table folder (``$HWNAS_TABLES``, which child processes
+    inherit): no test reads the tables of the user who runs it, nor writes into their home."""
+    monkeypatch.setenv("HWNAS_TABLES", str(tmp_path_factory.mktemp("tables")))
+
+
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def ort_device(request: pytest.FixtureRequest) -> str:
     """Name of a live-measured device: cpu everywhere, cuda where a GPU and provider exist."""

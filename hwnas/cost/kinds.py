@@ -36,23 +36,32 @@ def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, l
     ``auto`` promises the best source that is right. ``lut`` refuses such a table (see
     :class:`~hwnas.cost.latency.LookupTableLatency`) unless the user accepted it by name."""
     from hwnas.cost.latency import LookupTableLatency
-    from hwnas.cost.lut import LatencyTable, find_table, table_name
+    from hwnas.cost.lut import LatencyTable, find_table, legacy_table, shown, table_name, tables_dir
 
+    say = request.log or (lambda s: None)
     source = request.source
     if source == "table":
         raise UsageError(f"device {device.name!r} has no benchmark table; use --latency-source lut, measure or auto")
     if source == "measure":
+        say(f"latency on {device.name}: measuring every candidate live (--latency-source measure)")
         return live()
     at_fp32 = device.precision == "fp32"  # fp32 tables keep their name, <device>-<space>.json
     path = request.table or (find_table(device.name, space.name) if at_fp32 else find_table(device.name, space.name, device.precision))
     if path is None:
+        name = table_name(device.name, space.name, device.precision)
+        folder = shown(tables_dir())
+        at = "" if device.precision == "fp32" else f" --precision {device.precision}"
+        build = f"'hwnas profile --device {device.name} --space {space.name}{at}'"
+        # Tables an older hwnas wrote into ./latency_tables are not read by themselves (one folder
+        # for every working directory), but one found there is named, with the move that uses it.
+        old = legacy_table(device.name, space.name, device.precision)
+        moved = f" ({old} is where an older hwnas wrote it: move it into {folder}, or pass --table {old})" if old else ""
         if source == "lut":
-            at = "" if device.precision == "fp32" else f" --precision {device.precision}"
             raise UsageError(
-                f"no {device.precision} latency table for {device.name}/{space.name} (looked for "
-                f"{table_name(device.name, space.name, device.precision)} in ./latency_tables); "
-                f"build it with 'hwnas profile --device {device.name} --space {space.name}{at}'"
+                f"no {device.precision} latency table for {device.name}/{space.name} (looked for {name} in {folder}){moved}; "
+                f"build it with {build}, or name one with --table FILE"
             )
+        say(f"no lookup table for {device.name}/{space.name} in {folder}{moved}: measuring every candidate live; build one with {build}")
         return live()
     table = request.loaded if request.loaded is not None else LatencyTable.load(path)
     wrong = table.precision_mismatch(device.precision, device.name, space.name)
@@ -60,18 +69,18 @@ def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, l
         raise UsageError(wrong)  # a table the user named is used or refused, never passed over
     why = table.mismatches_for(device)
     if source == "auto" and why:
-        if request.log:
-            request.log(f"note: not using latency table {path} ({why[0]}); measuring live instead")
+        say(f"note: not using latency table {path} ({why[0]}); measuring live instead")
         return live()
     if source == "auto" and table.failing and not table.accept_failing:
-        if request.log:
-            request.log(
-                f"note: not using latency table {path}: it failed its check when it was built ({table.failing}); measuring live "
-                f"instead (slower); rebuild it on a quiet machine with "
-                f"'hwnas profile --device {device.name} --space {space.name} --check 40'"
-            )
+        say(
+            f"note: not using latency table {path}: it failed its check when it was built ({table.failing}); measuring live "
+            f"instead (slower); rebuild it on a quiet machine with "
+            f"'hwnas profile --device {device.name} --space {space.name} --check 40'"
+        )
         return live()
-    return LookupTableLatency(device, space, table, allow_foreign=request.allow_foreign)
+    got = LookupTableLatency(device, space, table, allow_foreign=request.allow_foreign)
+    say(f"latency on {device.name}: lookup table {path} (built {table.data.get('created') or 'at an unrecorded time'})")
+    return got
 
 
 def _ort_latency(device: Device, space: SearchSpace, request: LatencyRequest) -> CostSource:

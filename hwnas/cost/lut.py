@@ -34,16 +34,43 @@ _ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx51
 
 
 # -- where tables live --------------------------------------------------------------
-def table_dirs() -> list[Path]:
-    """Folders searched for tables: ``$HWNAS_TABLES``, ``./latency_tables``, the checkout's ``latency_tables``."""
-    dirs = [Path(p) for p in os.environ.get("HWNAS_TABLES", "").split(os.pathsep) if p]
-    dirs.append(Path("latency_tables"))
-    dirs.append(Path(__file__).resolve().parents[2] / "latency_tables")
-    out: list[Path] = []
-    for d in dirs:
-        if d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
+#: The environment variable that names the one folder of lookup tables (else :func:`tables_dir`'s default).
+TABLES_ENV = "HWNAS_TABLES"
+#: Where ``hwnas profile`` wrote tables before they had a per-user folder (relative to the working directory).
+LEGACY_DIR = Path("latency_tables")
+
+
+def tables_dir() -> Path:
+    """The one folder of lookup tables: ``hwnas profile`` writes there, ``hwnas search`` reads there.
+
+    ``$HWNAS_TABLES`` where set, else the platform's per-user data folder: on Linux
+    ``$XDG_DATA_HOME/hwnas/latency_tables`` (default ``~/.local/share/hwnas/latency_tables``), on
+    macOS ``~/Library/Application Support/hwnas/latency_tables``, on Windows
+    ``%LOCALAPPDATA%\\hwnas\\latency_tables``. One folder for every working directory: a table built
+    in one folder serves a search started in any other.
+    """
+    env = os.environ.get(TABLES_ENV, "")
+    if env:
+        return Path(env).expanduser()
+    import sys
+
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME", "")
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"  # XDG: a relative value is ignored
+    return base / "hwnas" / "latency_tables"
+
+
+def shown(path: Path) -> str:
+    """``path`` for messages, with the home folder as ``~``."""
+    try:
+        return str(Path("~") / path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
 
 
 def table_name(device: str, space: str, precision: str = "fp32") -> str:
@@ -52,11 +79,22 @@ def table_name(device: str, space: str, precision: str = "fp32") -> str:
 
 
 def find_table(device: str, space: str, precision: str = "fp32") -> Path | None:
-    for d in table_dirs():
-        p = d / table_name(device, space, precision)
-        if p.is_file():
-            return p
-    return None
+    """The table of ``device``, ``space`` and ``precision`` in :func:`tables_dir`, None where there is none."""
+    p = tables_dir() / table_name(device, space, precision)
+    return p if p.is_file() else None
+
+
+def legacy_table(device: str, space: str, precision: str = "fp32") -> Path | None:
+    """A table where an older ``hwnas profile`` wrote it (``./latency_tables``), which is no longer read by itself."""
+    p = LEGACY_DIR / table_name(device, space, precision)
+    if not p.is_file():
+        return None
+    try:
+        if p.resolve().parent == tables_dir().resolve():
+            return None
+    except OSError:
+        pass
+    return p
 
 
 # -- this machine -----------------------------------------------------------------

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from hwnas.errors import UsageError
 from hwnas.search.objectives import OBJECTIVES, Charged, Constraint, Objective, objective_metric
-from hwnas.units import format_ms
 
 if TYPE_CHECKING:
     from hwnas.device import Device
@@ -130,9 +129,11 @@ class SearchConfig:
     precision: str | None = None
 
     def default_out(self) -> str:
-        device = Path(self.device).stem if self.device.endswith(".toml") else self.device  # a device file: its name, not its path
-        at = f"-{self.precision}" if self.precision not in (None, "fp32") else ""  # an INT8 run never lands in an FP32 run's folder
-        return str(Path("hwnas-runs") / f"{self.space}-{device}-{format_ms(self.latency_ms)}{at}-{self.strategy}-seed{self.seed}")
+        """``hwnas-runs/<name>``, the name spelling every setting that makes this run distinct (see
+        :func:`~hwnas.search.runname.run_name`): commands of other settings never share it."""
+        from hwnas.search.runname import run_name
+
+        return str(Path("hwnas-runs") / run_name(self))
 
     def identity(self) -> dict[str, Any]:
         return {"version": IDENTITY_VERSION, **{k: getattr(self, k) for k in IDENTITY_KEYS}}
@@ -265,6 +266,7 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
     from hwnas.storage import default_storage
 
     c.storage = c.storage or default_storage(c.out)  # a bare path: the optuna CLI and optuna-dashboard open it too
+    c.storage = absolute_storage(c.storage)  # config.json and report.json name it the same from any working directory
     c.study = c.study or "hwnas"
     evaluator = _evaluator(c, space, darts, say)
     if evaluator is not None and c.precision != "fp32":
@@ -405,6 +407,29 @@ def _darts_config(c: SearchConfig) -> Any:
         "selection": c.selection,
     }
     return DartsConfig(**settings, target_ms=c.latency_ms, seed=c.seed, device=c.train_device)
+
+
+def absolute_storage(url: str) -> str:
+    """``url`` with a journal file's or SQLite database's relative path made absolute (from the
+    working directory now), so ``hwnas report RUN`` opens the same study from any other folder;
+    other URLs as they are."""
+    import os
+
+    from hwnas.storage import JOURNAL_PREFIX, journal_path
+
+    path = journal_path(url)
+    if path is not None:
+        prefix = JOURNAL_PREFIX if url.startswith(JOURNAL_PREFIX) else ""
+        return prefix + os.path.abspath(path)
+    sqlite = "sqlite:///"
+    if url.startswith(sqlite):
+        rest, query = url[len(sqlite) :], ""
+        if "?" in rest:
+            rest, query = rest.split("?", 1)
+            query = "?" + query
+        if rest and rest != ":memory:" and not os.path.isabs(rest) and not rest.startswith("file:"):
+            return sqlite + os.path.abspath(rest) + query
+    return url
 
 
 def config_fields() -> list[str]:

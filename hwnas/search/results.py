@@ -106,7 +106,7 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
     feas = [r for r in recs if r.feasible]
     front = T.front(recs, plan.maximize())
     best = T.best(recs)
-    with folder_lock(plan.out / ".recheck.lock"):  # workers sharing --out measure each network once
+    with folder_lock(plan.out, "recheck"):  # workers sharing --out measure each network once
         rechecked = R.recheck(plan, study, front, log=log, measure=measure)
     if best is not None and rechecked.get("best") is not None and rechecked["best"] != best.number:
         best = next(r for r in front if r.number == rechecked["best"])
@@ -249,7 +249,7 @@ def earlier_export(plan: Plan, best: dict[str, Any] | None, earlier: dict[str, A
     trial = _onnx_trial(path)
     if best is not None and trial == best["trial"] and isinstance(earlier, dict):
         return earlier | {"exported_by": "an earlier command in this folder"}
-    with folder_lock(plan.out / ".export.lock"):
+    with folder_lock(plan.out, "export"):
         path.unlink(missing_ok=True)
         (plan.out / "best-fp32.onnx").unlink(missing_ok=True)  # an INT8 export's FP32 source goes with it
     now = f"the best is now trial {best['trial']}" if best else "there is no feasible best now"
@@ -335,7 +335,7 @@ def export_best(plan: Plan, best: dict[str, Any], *, log: Any) -> dict[str, Any]
         from hwnas.evaluate.quantized import export_inputs
 
         inputs = export_inputs(plan.evaluator, seed=plan.config.seed)
-    with folder_lock(plan.out / ".export.lock"):  # workers sharing --out export one at a time
+    with folder_lock(plan.out, "export"):  # workers sharing --out export one at a time
         result = export_verified(
             plan.space,
             arch,

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from hwnas import trials as T
 from hwnas.errors import InfeasibleError, TrialsFailedError
-from hwnas.search import results
+from hwnas.search import results, rundir
 from hwnas.search.config import IDENTITY_VERSION, Plan, SearchConfig, resolve
 from hwnas.search.coordinate import Coordinator, count_done
 from hwnas.search.pipeline import TrialPipeline
 from hwnas.search.reference import ReferenceMonitor
-from hwnas.search.rundir import VERSION_KEY, prepare, write_json
+from hwnas.search.rundir import VERSION_KEY, write_json
 from hwnas.search.study import open_study
 from hwnas.storage import display_url, fail_stale_trials
 from hwnas.trials import TrialRecord
@@ -68,14 +68,29 @@ class Search:
 
         self._t0 = t0 = time.perf_counter()
         c, plan = self.config, self.plan
-        prepare(self.out, c.identity())
+        # Every up-front check runs before anything is written to --out: a refused start leaves
+        # no folder, config.json or journal behind to block the corrected command.
+        resumed = rundir.check(self.out, c.identity())
+        if c.strategy == "darts":
+            from hwnas.evaluate import check_train_device
+
+            check_train_device(c.train_device)
+        if not resumed:
+            self._probe_budgets()  # a folder this run starts: an unreachable budget is refused first
+        made = rundir.create(self.out)
+        try:
+            study = self._study()  # a study of another run in a given --storage is refused here
+        except BaseException:
+            if made:
+                rundir.remove_if_empty(self.out)
+            raise
         exported = results.exported_so_far(self.out)  # before this run rewrites report.json
-        # The storage URL as given: `hwnas report` and `hwnas export --run` reopen the study with it.
-        # The latest command's settings, and every strategy that has added trials to this folder.
+        # The storage URL (a journal by its absolute path): `hwnas report` and `hwnas export --run`
+        # reopen the study with it. The latest command's settings, and every strategy that has
+        # added trials to this folder.
         write_json(
             self.out / "config.json", asdict(c) | {VERSION_KEY: IDENTITY_VERSION, "strategies": _strategies_so_far(self.out, c.strategy)}
         )
-        study = self._study()
         # A trial left RUNNING by a worker that is gone (kill -9, a crash) is failed and redone.
         fail_stale_trials(study, log=self.log)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -83,8 +98,8 @@ class Search:
         done = self._done0 = count_done(study)
         if done:
             self.log(f"resuming study {c.study!r} in {display_url(c.storage)}: {done} of {c.trials} trials done")
-        else:
-            self._probe_budgets()
+        elif resumed:
+            self._probe_budgets()  # a folder whose earlier start ran no trial (as before)
         if c.strategy == "darts":
             self._run_darts(study, done)
             finished = True
@@ -251,9 +266,7 @@ class Search:
                 self.log("darts: the derived architecture is already in the study (delete the run folder to search again)")
                 return
         from hwnas.darts.run import run_darts
-        from hwnas.evaluate import check_train_device
 
-        check_train_device(self.config.train_device)
         outcome = run_darts(self.space, self.plan.latency, self.config.latency_ms, self.plan.darts, data=self.config.data, log=self.log)
         (self.out / "darts.json").write_text(
             json.dumps(outcome.summary() | {"history": [h.__dict__ for h in outcome.result.history]}, indent=2) + "\n"
