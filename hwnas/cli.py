@@ -63,8 +63,16 @@ class _Parser(argparse.ArgumentParser):
             shown = " ".join(t if t and t.isprintable() and " " not in t else repr(t) for t in extra)
             command = getattr(parsed, "command", None)
             hint = did_you_mean(extra[0].split("=")[0], self._option_names(command)) if extra[0].startswith("--") else ""
-            self.error(f"unrecognized arguments: {shown}{hint}")
+            # The subcommand's parser says it: its help ('hwnas search --help') lists the flags the command takes.
+            self._subparser(command).error(f"unrecognized arguments: {shown}{hint}")
         return parsed
+
+    def _subparser(self, command: str | None) -> argparse.ArgumentParser:
+        """The parser of subcommand ``command``, or this one where there is none."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command]
+        return self
 
     def _option_names(self, command: str | None = None) -> list[str]:
         """The option strings of this parser and of subcommand ``command`` (argparse keeps them
@@ -308,7 +316,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hwnas.device import get_device, runnable
     from hwnas.export import export_verified
     from hwnas.spaces import get_space
     from hwnas.spaces.nb201 import parse_arch
@@ -322,12 +329,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("say what to export: --arch '<arch string>', or --run DIR [--trial N]")
     space = get_space(space_name)
     arch = parse_arch(space, arch_text)
-    device = runnable(get_device(args.device), _err) if args.device else None
+    device = _export_device(args)
     out = Path(args.out)
     precision = args.precision or (_run_precision(Path(args.run)) if args.run is not None else None) or "fp32"
     if device is not None:
         device = device.with_precision(precision)
-    result = export_verified(space, arch, out, device=device, metadata=meta, seed=args.seed, precision=precision)
+    created = _make_parents(out)
+    try:
+        result = export_verified(space, arch, out, device=device, metadata=meta, seed=args.seed, precision=precision)
+    except BaseException:
+        _remove_empty(created)  # a refused export leaves no folder behind
+        raise
     d = result.as_dict()
     if args.json:
         print(json.dumps({"space": space.name, "arch": space.to_string(arch), **d}, indent=2, default=str))
@@ -359,11 +371,73 @@ def _int8_line(export: dict[str, Any]) -> str:
 
 def _run_precision(run: Any) -> str | None:
     """The precision a run folder's search ran at (its config.json), None where it says none."""
+    return _run_setting(run, "precision")
+
+
+def _run_setting(run: Any, key: str) -> str | None:
+    """Setting ``key`` of a run folder's config.json, None where it says none (or is unreadable)."""
     try:
-        value = json.loads((run / "config.json").read_text()).get("precision")
+        value = json.loads((run / "config.json").read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _export_device(args: argparse.Namespace) -> Any:
+    """The device ``hwnas export`` times the model on: ``--device``; else, with ``--run``, the run's
+    (first) device where it measures live; else ``cpu``, the search's default. None with ``--no-measure``."""
+    from pathlib import Path
+
+    from hwnas.device import get_device, runnable
+    from hwnas.search import SearchConfig
+
+    if args.no_measure:
+        return None
+    if args.device is not None:
+        return runnable(get_device(args.device), _err)
+    run_device = _run_setting(Path(args.run), "device") if args.run is not None else None
+    if run_device is not None:
+        try:
+            device = get_device(run_device)
+        except UsageError as exc:
+            raise UsageError(
+                f"--run {args.run} was searched on device {run_device!r}, which export times the model on by default: {exc}; "
+                f"or give --device {SearchConfig.device} (this machine's CPU), or --no-measure"
+            ) from None
+        if device.measured:
+            return runnable(device, _err)
+        _err(
+            f"the run's device {run_device} is a {device.kind} device (nothing to time on it): timing the model on "
+            f"{SearchConfig.device} instead (--device to pick another, --no-measure for none)"
+        )
+    return runnable(get_device(SearchConfig.device), _err)
+
+
+def _make_parents(path: Any) -> list[Any]:
+    """Create the missing folders above ``path``, as ``search --out`` and ``report --out`` do;
+    returns those it created, innermost first (for :func:`_remove_empty`)."""
+    missing = []
+    parent = path.parent
+    try:
+        while not parent.exists() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        if missing:
+            path.parent.mkdir(parents=True)
+    except (OSError, ValueError) as exc:
+        _remove_empty(missing)
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"cannot create folder {path.parent} for --out {path}: {why}; pick a writable --out") from None
+    return missing
+
+
+def _remove_empty(folders: list[Any]) -> None:
+    """Remove ``folders`` (innermost first) where they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _space_of(arch_text: str) -> str:
@@ -413,7 +487,7 @@ def _arch_from_run(run: Any, trial: int | None) -> tuple[str, str, dict[str, Any
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hwnas.report import draw, run_summary
+    from hwnas.report import draw, hypervolume_unit, hypervolume_words, run_summary
 
     run = Path(args.run)
     summary = run_summary(run, degenerate=args.include_degenerate)
@@ -448,6 +522,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         ],
         "hypervolume": float(summary["hypervolume"][-1]),
         "hypervolume_reference": list(summary["reference"]),
+        "hypervolume_unit": hypervolume_unit(summary),
         "plots": [str(p) for p in paths],
         "plots_not_drawn_because": no_plots_because,
         "degenerate_left_out": summary["degenerate_left_out"],
@@ -457,7 +532,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{run}: {result['trials']} trials, {result['feasible']} feasible, {len(result['front'])} on the front, "
-        f"hypervolume {result['hypervolume']:.4g} (reference accuracy 0 %, {summary['metric']} {summary['reference'][1]:g})"
+        f"hypervolume {hypervolume_words(summary)}"
     )
     if summary["degenerate_left_out"]:
         print(
@@ -501,9 +576,13 @@ def _port(text: str) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from hwnas.cost.source import device_kind
-    from hwnas.device import get_device, list_devices
+    from hwnas.device import load_all
 
-    rows = [get_device(n) for n in list_devices()]
+    rows, broken = load_all()
+    # A listing shows what it can: each bad file is named on stderr with its error, and the exit code
+    # stays 0 (the listing itself worked; 'hwnas search --device NAME' refuses that file with the same line).
+    for path, why in broken.items():
+        _err(f"hwnas: warning: not listed: {_one_line(why if str(path) in why else f'{path}: {why}')}")
     # Live state (each agent of a remote device: health, fingerprint, clock, temperature).
     live = {d.name: status(d, STATUS_TIMEOUT_S) for d in rows if (status := device_kind(d.kind).status) is not None}
     if args.json:
@@ -559,9 +638,13 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from hwnas.cost.latency import LATENCY_SOURCES
+    from hwnas.darts import defaults as darts
     from hwnas.evaluate import EVALUATORS
+    from hwnas.evaluate.train import DEFAULTS as TRAIN
+    from hwnas.ofa import defaults as ofa
     from hwnas.search import SearchConfig, strategy_names
     from hwnas.search.objectives import OBJECTIVE_NAMES
+    from hwnas.spaces import SPACES
     from hwnas.units import format_ms
 
     p = _Parser(
@@ -571,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"hwnas {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    # The spaces the supernet evaluator trains a supernet of (mbconv), from the registry, not a copied name.
+    elastic = ", ".join(n for n in SPACES.names() if SPACES.get(n).offers("elastic_supernet"))
     s = sub.add_parser("search", help="search the accuracy/latency Pareto front and export the best feasible network")
     s.add_argument("--space", default="nb201", help="search space (see 'hwnas spaces'; default nb201)")
     s.add_argument("--dataset", help="benchmark dataset of the space (nb201: cifar10 | cifar100 | imagenet16-120; default cifar10)")
@@ -619,9 +704,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--evaluator",
         default=SearchConfig.evaluator,
         choices=EVALUATORS.names(),
-        help="accuracy: table (NAS-Bench-201 lookup, nb201) | train (train each candidate on --data) | supernet (default table)",
+        help="accuracy: table (NAS-Bench-201 lookup, nb201) | train (train each candidate on --data) | supernet (weights inherited "
+        f"from one Once-for-All supernet trained on --data; space {elastic} only) (default table)",
     )
-    s.add_argument("--seed", type=_int, default=0)
+    s.add_argument(
+        "--seed",
+        type=_int,
+        default=0,
+        help="random seed of the strategy, the training evaluators and the exported weights (default 0; part of the default --out)",
+    )
     s.add_argument("--out", help="run folder (default hwnas-runs/<space>-<device>-<latency>-<strategy>-seed<seed>); rerun to resume")
     s.add_argument(
         "--storage", help="Optuna storage URL, e.g. sqlite:///runs/study.db or postgresql://... (default: a journal file in the run folder)"
@@ -648,10 +739,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(default digits)",
     )
     g.add_argument(
-        "--epochs", type=_positive_int, help="training epochs (darts supernet: default 30; --evaluator train: per candidate, default 8)"
+        "--epochs",
+        type=_positive_int,
+        help=f"training epochs (--strategy darts: its supernet's, default {darts.EPOCHS}; --evaluator train: per candidate, "
+        f"default {TRAIN['epochs']}; --evaluator supernet: the supernet's, default {ofa.EPOCHS})",
     )
     g.add_argument("--warmup", type=_int, help="epochs of weight-only warm-up before architecture steps (default epochs/5, at most 5)")
-    g.add_argument("--batch", type=_positive_int, help="batch size (darts and --evaluator train: default 64)")
+    g.add_argument(
+        "--batch",
+        type=_positive_int,
+        help=f"batch size (darts: default {darts.BATCH}; --evaluator train: default {TRAIN['batch']}; supernet: default {ofa.BATCH})",
+    )
     g.add_argument("--darts-order", type=_int, choices=(1, 2), help="1: first-order DARTS, 2: second-order (default 1)")
     g.add_argument("--sampling", choices=("softmax", "gumbel"), help="softmax (DARTS, default) or gumbel (FBNet)")
     g.add_argument("--latency-term", choices=("mul#log", "add#linear", "fbnet"), help="latency in the loss (default add#linear)")
@@ -668,13 +766,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"), help="where darts and training evaluators train (default cpu)")
     t = s.add_argument_group("training evaluators (--evaluator train | supernet)")
-    t.add_argument("--lr", type=float, help="learning rate (train: default 0.05)")
-    t.add_argument("--optimizer", metavar="NAME", help="sgd | adam | adamw (train: default sgd, Nesterov momentum 0.9)")
-    t.add_argument("--schedule", metavar="NAME", help="learning-rate schedule: cosine | step | constant (train: default cosine)")
+    t.add_argument("--lr", type=float, help=f"learning rate (train: default {TRAIN['lr']:g}; supernet: default {ofa.LR:g})")
+    t.add_argument(
+        "--optimizer", metavar="NAME", help=f"sgd | adam | adamw (train only: default {TRAIN['optimizer']}, Nesterov momentum 0.9)"
+    )
+    t.add_argument(
+        "--schedule", metavar="NAME", help=f"learning-rate schedule: cosine | step | constant (train only: default {TRAIN['schedule']})"
+    )
     t.add_argument(
         "--pruner",
         metavar="NAME",
-        help="stop poor candidates early: none | median | halving (train: default none; pruning judges accuracy alone)",
+        help=f"stop poor candidates early: none | median | halving (train only: default {TRAIN['pruner']}; pruning judges accuracy alone)",
     )
     s.add_argument(
         "--precision",
@@ -692,20 +794,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--arch", help="architecture string (nb201: '|op~0|+|op~0|op~1|+|...|' or an index; mbconv: 'r224-w1.0-...')")
     e.add_argument("--run", help="a run folder of 'hwnas search'")
     e.add_argument("--trial", type=_int, help="trial number in --run (default: the run's best)")
-    e.add_argument("--device", help="re-measure on this device (default: none)")
-    e.add_argument("--out", default="model.onnx")
+    e.add_argument(
+        "--device",
+        help="time the exported model on this device (default: with --run the run's device where it measures live, else cpu)",
+    )
+    e.add_argument("--no-measure", action="store_true", help="export and check the model without timing it")
+    e.add_argument("--out", default="model.onnx", help="the ONNX file to write; missing folders are created (default model.onnx)")
     e.add_argument("--seed", type=_int, default=0, help="weight initialisation seed")
     e.add_argument(
         "--precision",
         choices=("fp32", "int8", "fp16"),
         help="int8: write the quantized model to --out and its FP32 source beside it (<out>-fp32.onnx); default: the run's, else fp32",
     )
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print the export's checks and measurement as JSON on stdout")
     e.set_defaults(handler=cmd_export)
 
     pr = sub.add_parser("profile", help="measure a device and build the latency lookup table the search uses")
     pr.add_argument("--device", default="cpu", help="a measured device (cpu, cuda, or a device file)")
-    pr.add_argument("--space", default="nb201")
+    pr.add_argument("--space", default="nb201", help="search space whose blocks are timed (see 'hwnas spaces'; default nb201)")
     pr.add_argument(
         "--resolution", type=_positive_int, action="append", help="mbconv input resolution to profile (repeatable; default all)"
     )
@@ -720,14 +826,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="table file (default <device>-<space>.json in the table folder: $HWNAS_TABLES, else "
         "~/.local/share/hwnas/latency_tables on Linux)",
     )
-    pr.add_argument("--seed", type=_int, default=0)
+    pr.add_argument("--seed", type=_int, default=0, help="seed of the calibration and check networks (default 0)")
     pr.add_argument(
         "--precision",
         choices=("fp32", "int8", "fp16"),
         help="int8: every block and network is quantized before it is timed (table <device>-<space>-int8.json); default: the device file's",
     )
-    pr.add_argument("--json", action="store_true")
-    pr.add_argument("--quiet", "-q", action="store_true")
+    pr.add_argument("--json", action="store_true", help="print the table's summary as JSON on stdout")
+    pr.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     pr.set_defaults(handler=cmd_profile)
 
     rp = sub.add_parser("report", help="Pareto front and hypervolume curve of a run (PNG and numbers)")
@@ -737,7 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--include-degenerate", action="store_true", help="also show networks whose output ignores the input (left out by default)"
     )
-    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--json", action="store_true", help="print the front and hypervolume as JSON on stdout")
     rp.set_defaults(handler=cmd_report)
 
     db = sub.add_parser("dashboard", help="open a run's study in optuna-dashboard (pip install 'hwnas[dashboard]')")
@@ -747,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.set_defaults(handler=cmd_dashboard)
 
     d = sub.add_parser("devices", help="list latency targets")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print the devices as JSON on stdout")
     d.set_defaults(handler=cmd_devices)
 
     sp = sub.add_parser("spaces", help="list search spaces")
@@ -775,6 +881,8 @@ def _refuse_conflicts(args: argparse.Namespace) -> None:
             raise UsageError("--trial N picks a trial of a run: add --run DIR, or drop --trial")
         if args.run is not None and "space" in given:
             raise UsageError("--run DIR exports in the run's own space; drop --space")
+        if args.no_measure and args.device is not None:
+            raise UsageError("--no-measure exports without timing, --device names where to time it; drop one")
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
@@ -794,13 +902,36 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+#: Flags whose value carries a unit written right after the number (``20ms``, ``320KB``, ``300M``).
+UNIT_FLAGS = ("--latency", "--memory", "--size", "--flops", "--params")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
+_UNIT_WORD = re.compile(r"[A-Za-z\u00b5]{1,3}")
+
+
+def _refuse_spaced_units(argv: list[str]) -> None:
+    """``--latency 20 ms``: argparse would see the value ``20`` (refused: no unit) and a stray ``ms``;
+    say instead that the space is the problem, and how to write it."""
+    for i, tok in enumerate(argv):
+        flag, eq, value = tok.partition("=")
+        if flag not in UNIT_FLAGS:
+            continue
+        rest = argv[i + 1 :] if eq else argv[i + 2 :]
+        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if rest and _NUMBER.fullmatch(value.strip()) and _UNIT_WORD.fullmatch(rest[0]):
+            raise UsageError(
+                f"{flag} {value} {rest[0]}: write the unit right after the number, with no space: {flag} {value.strip()}{rest[0]}"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code: 0 done, 2 bad input, 3 unreachable budget, 4 every
     trial of a round failed (completed trials kept),
     1 an unexpected error (a bug: one line, the traceback with ``HWNAS_DEBUG=1``), 130 interrupted."""
     parser = build_parser()
     try:
-        args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+        tokens = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
+        _refuse_spaced_units(tokens)
+        args = parser.parse_args(tokens)
         if args.command is None:
             parser.print_help()
             return 2

@@ -234,6 +234,21 @@ def list_devices() -> list[str]:
     return sorted(_scan(tuple(device_dirs())))
 
 
+def load_all() -> tuple[list[Device], dict[Path, str]]:
+    """Every device of :func:`device_dirs`, for a listing: the devices that load, and for each file
+    that does not, its one-line error (one bad file in ``$HWNAS_DEVICES`` hides none of the others;
+    ``--device`` naming it still refuses it, through :func:`get_device`)."""
+    good: list[Device] = []
+    bad: dict[Path, str] = {}
+    files = _scan(tuple(device_dirs()))
+    for name in sorted(files):
+        try:
+            good.append(get_device(name))
+        except UsageError as exc:
+            bad[files[name]] = str(exc)
+    return good, bad
+
+
 #: Names users type for a device that has another name here: name -> (device, why that one).
 DEVICE_ALIASES = {
     "gpu": ("cuda", "hwnas calls this machine's NVIDIA GPU 'cuda', as PyTorch and ONNX Runtime do"),

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from hwnas.darts import defaults
 from hwnas.darts.latency import AdditiveLatency
 from hwnas.darts.supernet import Supernet
 
@@ -70,9 +71,9 @@ def latency_loss(ce: torch.Tensor, lat_ms: torch.Tensor, target_ms: float, term:
 
 @dataclass
 class DartsConfig:
-    epochs: int = 30
+    epochs: int = defaults.EPOCHS
     warmup: int = 5
-    batch: int = 64
+    batch: int = defaults.BATCH
     w_lr: float = 0.05
     w_momentum: float = 0.9
     w_decay: float = 3e-4

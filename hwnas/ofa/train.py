@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from hwnas.errors import UsageError
+from hwnas.ofa import defaults
 from hwnas.ofa.elastic import ElasticMBConvNet
 
 CHECKPOINT_FORMAT = "hwnas.ofa.supernet"
@@ -41,11 +42,11 @@ Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 class SupernetSettings:
     """How the supernet is trained; all of it is part of a checkpoint's identity."""
 
-    # Defaults chosen on the shipped digits (benchmarks/evaluators.py): 30 epochs ranked worse than 20 (the small data is
-    # overfitted), weight decay 5e-4 worse than 5e-5, in-place distillation better than labels for the smaller subnets.
-    epochs: int = 20
-    batch: int = 64
-    lr: float = 0.1
+    # Defaults chosen on the shipped digits (benchmarks/evaluators.py): epochs, batch and lr in hwnas.ofa.defaults (read by
+    # --help too), weight decay 5e-4 worse than 5e-5, in-place distillation better than labels for the smaller subnets.
+    epochs: int = defaults.EPOCHS
+    batch: int = defaults.BATCH
+    lr: float = defaults.LR
     momentum: float = 0.9
     weight_decay: float = 5e-5
     random_subnets: int = 2
