@@ -14,7 +14,6 @@ import pytest
 from test_lut import FAST_DEVICE
 
 from hwnas.cli import main
-from hwnas.search import agreement as A
 from hwnas.spaces import Arch, SearchSpace, get_space
 
 
@@ -137,7 +136,10 @@ def test_an_int8_run_charges_and_judges_the_int8_size(fast_device_file: Path, tm
 
 
 # -- 2.9 measurements that disagree beyond their noise ------------------------------------------------
-def _report(searched: tuple[float, float, float], rechecked: tuple[float, float, float], export: tuple[float, float, float]) -> dict[str, Any]:
+Figure = tuple[float, float, float]
+
+
+def _report(searched: Figure, rechecked: Figure, export: Figure) -> dict[str, Any]:
     """A report of a best (trial 7) measured three times: (median, p90, IQR) each."""
     return {
         "latency_budget_ms": 3.5,
@@ -161,6 +163,8 @@ def _report(searched: tuple[float, float, float], rechecked: tuple[float, float,
 
 
 def test_the_issues_three_figures_are_warned_with_their_spread_and_the_judged_figure() -> None:
+    from hwnas.search import agreement as A  # new in issue 24
+
     report = A.attach(_report((2.76, 2.9, 0.05), (3.00, 3.1, 0.05), (2.00, 6.08, 0.3)))
     a = report["latency_agreement"]
     assert a["disagree"] and a["noisy"] == ["export"] and a["judged_on"] == "rechecked" and a["judged_on_ms"] == 3.0
@@ -173,6 +177,8 @@ def test_the_issues_three_figures_are_warned_with_their_spread_and_the_judged_fi
 
 
 def test_measurements_within_their_noise_give_no_warning() -> None:
+    from hwnas.search import agreement as A  # new in issue 24
+
     report = A.attach(_report((2.00, 2.1, 0.05), (2.05, 2.2, 0.05), (1.98, 2.1, 0.05)))
     assert report["latency_agreement"]["disagree"] is False and report["latency_agreement"]["warning"] is None
     assert report["warnings"] == []
@@ -182,6 +188,8 @@ def test_measurements_within_their_noise_give_no_warning() -> None:
 
 
 def test_a_recheck_far_from_the_search_warns() -> None:
+    from hwnas.search import agreement as A  # new in issue 24
+
     report = _report((3.10, 3.2, 0.05), (1.795, 1.9, 0.05), (1.8, 1.9, 0.05))
     report["recheck"]["members"].append({"trial": 9, "predicted_ms": 1.0, "measured_ms": 1.02, "error_pct": -1.96})
     A.attach(report)
