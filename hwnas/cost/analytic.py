@@ -16,9 +16,10 @@ and size; those fallbacks are not cheap.
   of its ONNX model, BatchNorm folded into the convolutions): float32 at fp32; at int8 the
   weights of the quantized model, as :mod:`hwnas.cost.quantize` stores them (int8 weights with a
   float32 scale and an int8 zero point per output channel, int32 biases with their scales and
-  zero points). The INT8 closed form leaves out the activations' scales and zero points (5 bytes
-  per quantized activation tensor, which tensors ONNX Runtime's quantizer picks from the
-  optimised graph), under 1 % of the model's initializers (tests/test_summary_truth.py).
+  zero points). The INT8 closed form equals the quantized model's weight initializers and
+  leaves out the activations' scales and zero points (5 bytes per quantized activation tensor;
+  which tensors ONNX Runtime's quantizer picks depends on its optimised graph), under 1 % of the
+  model's initializers (tests/test_summary_truth.py).
 """
 
 from __future__ import annotations
