@@ -190,8 +190,9 @@ TRAINING_FLAGS = ("lr", "optimizer", "schedule", "pruner")
 
 def _print_summary(report: dict[str, Any], out: Any) -> None:
     t = report["trials"]
+    also = "".join(f" and {d['device']} under {d['latency_budget_ms']:g} ms" for d in report.get("also_devices") or [])
     print(
-        f"\n{report['space']} on {report['device']}{_at_precision(report)} under {report['latency_budget_ms']:g} ms: "
+        f"\n{report['space']} on {report['device']}{_at_precision(report)} under {report['latency_budget_ms']:g} ms{also}: "
         f"{t['complete']} trials ({t['feasible']} feasible, {t['reused']} reused), {report['wall_time_s']} s"
     )
     print(f"best: {report['arch']}")
@@ -209,11 +210,14 @@ def _print_summary(report: dict[str, Any], out: Any) -> None:
     if report.get("memory_bytes") is not None:
         extra += f", peak memory {format_bytes(report['memory_bytes'])}"
     if report.get("size_bytes") is not None:
-        extra += f", size {format_bytes(report['size_bytes'])}"
-    print(
-        f"  latency  {report['latency_ms']:.4g} ms ({report['latency_source']}), "
-        f"{report['flops_m']:.1f} M FLOPs, {report['params_m']:.3f} M params{extra}"
-    )
+        int8 = " (INT8 weights)" if report.get("precision") == "int8" else ""
+        extra += f", size {format_bytes(report['size_bytes'])}{int8}"
+    lats = report.get("latencies") or []
+    if len(lats) > 1:  # every device of a multi-device run, each with where its figure came from
+        each = ", ".join(f"{_ms(d['latency_ms'])} on {d['device']} ({d['source'] or 'no source'})" for d in lats)
+    else:
+        each = f"{report['latency_ms']:.4g} ms ({report['latency_source']})"
+    print(f"  latency  {each}, {report['flops_m']:.1f} M FLOPs, {report['params_m']:.3f} M params{extra}")
     ex = report.get("export")
     if ex:
         measured = ex["measured_latency_ms"]
@@ -223,7 +227,9 @@ def _print_summary(report: dict[str, Any], out: Any) -> None:
             else ex.get("not_measured_because", "")
         )
         untrained = " (untrained weights: train it before deployment)" if str(ex.get("weights", "")).startswith("untrained") else ""
-        print(f"  exported {ex['path']}{untrained}: {ex['checker']}, parity {ex['parity_max_abs_diff']:.1e}, {m}")
+        # The file's bytes beside the size above: the file holds the graph and its metadata as well as the weights.
+        file = f" ({format_bytes(ex['size_bytes'])} file)" if isinstance(ex.get("size_bytes"), (int, float)) else ""
+        print(f"  exported {ex['path']}{file}{untrained}: {ex['checker']}, parity {ex['parity_max_abs_diff']:.1e}, {m}")
         if ex.get("int8"):
             print(f"  {_int8_line(ex)}")
     rc = report.get("recheck") or {}
@@ -232,9 +238,15 @@ def _print_summary(report: dict[str, Any], out: Any) -> None:
     ref = report.get("reference")
     if ref:
         print(f"  {ref['message']}")
+    for warning in report.get("warnings") or []:  # measurements that disagree beyond their noise
+        print(f"  {warning}")
     left_out = report.get("front_degenerate_left_out") or 0
     dropped = f" ({left_out} network(s) whose output ignores the input left out: fast, but no network)" if left_out else ""
     print(f"front: {len(report['front'])} architectures{dropped} in {out}/front.csv; report in {out}/report.json")
+
+
+def _ms(value: float | None) -> str:
+    return "no figure" if value is None else f"{value:.4g} ms"
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

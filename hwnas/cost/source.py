@@ -89,6 +89,11 @@ class CostSource(ABC):
         """One-line warnings for the user (e.g. a lookup table that predicts poorly)."""
         return []
 
+    def at_precision(self, precision: str) -> CostSource:
+        """The source for a run at ``precision`` (``fp32``, ``int8``); a source whose numbers do
+        not depend on the precision returns itself."""
+        return self
+
 
 SourceFactory = Callable[["SearchSpace"], CostSource]
 #: Device-independent metric sources, by name: ``factory(space) -> CostSource``.

@@ -255,7 +255,7 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
     objective = objective_metric(c.objective)
     budgets = {"flops_m": c.flops_m, "params_m": c.params_m, "memory_bytes": c.memory_bytes, "size_bytes": c.size_bytes}
     for name in ("flops", "memory", "size"):
-        source = cost_source(name, space)
+        source = cost_source(name, space).at_precision(c.precision)  # int8: the quantized model's size
         wanted = objective in {m.name for m in source.metrics()} or any(budgets.get(m.name) is not None for m in source.metrics())
         if name == "flops" or source.cheap or wanted:  # the report always shows FLOPs and parameters
             charged.append(Charged(source))

@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hwnas import trials as T
 from hwnas.cost.latency import LATENCY_METRIC
 from hwnas.errors import HwnasError
 from hwnas.trials import TrialRecord
@@ -73,11 +74,15 @@ def recheck(
             "predicted_source": r.source(LATENCY_METRIC),
             "measured_ms": None,
         }
+        spread = (r.attrs.get(T.COST_DETAILS) or {}).get(LATENCY_METRIC) or {}
+        if isinstance(spread, dict) and spread.get("iqr_ms") is not None:  # the search measured it: its own noise
+            row |= {"predicted_p90_ms": spread.get("p90_ms"), "predicted_iqr_ms": spread.get("iqr_ms")}
         if isinstance(got, dict) and isinstance(got.get("median_ms"), (int, float)):
             measured = float(got["median_ms"])
             row |= {
                 "measured_ms": measured,
                 "measured_p90_ms": got.get("p90_ms"),
+                "measured_iqr_ms": got.get("iqr_ms"),
                 "measured_source": got.get("source"),
                 "error_pct": round(100.0 * (predicted - measured) / measured, 2),
                 "meets_budget": None if limit is None else measured <= limit,

@@ -56,6 +56,7 @@ def summary(plan: Plan, r: TrialRecord) -> dict[str, Any]:
         "latency_ms": r.cost("latency_ms"),
         "latency_source": r.source("latency_ms"),
         "latency_p90_ms": details.get("p90_ms"),
+        "latency_iqr_ms": details.get("iqr_ms"),
     }
     if a.get("accuracy_precision") is not None:  # a search at another precision than fp32: what the accuracy is
         out["accuracy_precision"] = a["accuracy_precision"]
@@ -68,6 +69,8 @@ def summary(plan: Plan, r: TrialRecord) -> dict[str, Any]:
     out["costs_source"] = {m: s for m, s in (a.get(T.COST_SOURCES) or {}).items() if m != "latency_ms"}
     also = {ch.device: r.cost(f"latency_ms@{ch.device}") for ch in plan.also()}
     out["latency_ms_also"] = also or None
+    # Each further device's latency says where it came from, as the first device's does.
+    out["latency_source_also"] = {d: r.source(f"latency_ms@{d}") for d in also} or None
     out["nb201_index"] = a.get("nb201_index")
     return out
 
@@ -180,8 +183,24 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
     for key in ("memory_bytes", "size_bytes"):
         if best_d and key in best_d:
             out[key] = best_d[key]
+    out["latencies"] = latencies(plan, best_d)
     out["measured_latency_ms"] = None
-    return out
+    from hwnas.search.agreement import attach
+
+    return attach(out)  # measurements of one network that disagree beyond their noise: warned, never stated as fact
+
+
+def latencies(plan: Plan, best: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The best's latency on every device of the run, the first device first: each with its
+    budget and where the figure came from (a multi-device run shows every device, not the first)."""
+    if best is None:
+        return []
+    c = plan.config
+    rows = [{"device": plan.device.name, "latency_ms": best["latency_ms"], "source": best["latency_source"], "budget_ms": c.latency_ms}]
+    also_ms, also_src = best.get("latency_ms_also") or {}, best.get("latency_source_also") or {}
+    for ch, budget in zip(plan.also(), c.also_latency_ms, strict=True):
+        rows.append({"device": ch.device, "latency_ms": also_ms.get(ch.device), "source": also_src.get(ch.device), "budget_ms": budget})
+    return rows
 
 
 def _by_strategy(recs: list[TrialRecord]) -> dict[str, int]:
@@ -212,14 +231,22 @@ def _display(url: str) -> str:
 
 
 def write_front(plan: Plan, front: list[TrialRecord]) -> None:
+    """``front.csv``: a row per front network; ``latency_ms`` is the first device's, and each
+    further device has its own ``latency_ms[NAME]`` and ``latency_source[NAME]`` columns."""
     metrics = [m.name for ch in plan.charged if ch.device is None for m in ch.metrics()]
-    cols = ["trial", "arch", "accuracy", "test_accuracy", "latency_ms", "latency_source", *metrics]
+    also = [ch.device for ch in plan.also()]
+    per_device = [col for d in also for col in (f"latency_ms[{d}]", f"latency_source[{d}]")]
+    cols = ["trial", "arch", "accuracy", "test_accuracy", "latency_ms", "latency_source", *per_device, *metrics]
     tmp = plan.out / f"front.csv.{os.getpid()}.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in front:
-            w.writerow(summary(plan, r))
+            row = summary(plan, r)
+            for d in also:
+                row[f"latency_ms[{d}]"] = (row["latency_ms_also"] or {}).get(d)
+                row[f"latency_source[{d}]"] = (row["latency_source_also"] or {}).get(d)
+            w.writerow(row)
     tmp.replace(plan.out / "front.csv")
 
 
@@ -356,3 +383,10 @@ def export_best(plan: Plan, best: dict[str, Any], *, log: Any) -> dict[str, Any]
     if measured is None:
         d["not_measured_because"] = f"{plan.device.name} is a table device; its latency comes from the benchmark table"
     return d
+
+
+def attach_agreement(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's latency agreement and warnings again, once the export has re-measured the best."""
+    from hwnas.search.agreement import attach
+
+    return attach(report)

@@ -119,6 +119,7 @@ class Search:
         if c.export:
             report["export"] = results.export_best(plan, report["best"], log=self.log)
             report["measured_latency_ms"] = report["export"]["measured_latency_ms"]
+            results.attach_agreement(report)  # the export's measurement joins the search's and the re-check's
             report["wall_time_s"] = round(time.perf_counter() - t0, 2)
             results.write_report(plan, report)
         else:
