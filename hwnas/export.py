@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hwnas.cost._onnx import INPUT_NAME, OPSET, make_session, to_onnx_bytes
+from hwnas.cost._onnx import INPUT_NAME, OPSET, make_session, one_torch_thread, to_onnx_bytes
 from hwnas.cost.measure import Measurement
 from hwnas.cost.quantize import Calibration, check_precision, supported_precisions
 from hwnas.cost.source import device_kind
@@ -76,7 +76,7 @@ def export_verified(
     *,
     device: Device | None = None,
     metadata: dict[str, Any] | None = None,
-    exporter: str = "dynamo",
+    exporter: str = "torchscript",
     seed: int = 0,
     trained: TrainedNetwork | None = None,
     precision: str = "fp32",
@@ -123,6 +123,10 @@ def export_verified(
     else:
         model, shape, weights = trained.model.eval(), tuple(trained.input_shape), trained.weights
     shapes = [shape] if trained is None or tuple(trained.data_shape) == shape else [shape, tuple(trained.data_shape)]
+    # TorchScript by default: the exporter every latency hwnas measures or tables is taken with (live
+    # measurement, `hwnas profile`, INT8), so the file is the graph the search timed; and about 15x
+    # cheaper than dynamo (an NB201 cell 0.6 s of CPU against 9-14 s here), which dominated a short
+    # search. The checks below (full checker, ORT parity at two batch sizes) are the same for both.
     try:
         raw = to_onnx_bytes(model, shape, exporter=exporter)
     except ImportError:
@@ -146,7 +150,7 @@ def export_verified(
         for each in shapes:
             # A trained network sees images in [0, 1] (as hwnas.datasets gives them); its BatchNorm statistics fit those.
             x = rng.standard_normal((batch, *each), dtype=np.float32) if trained is None else rng.random((batch, *each), dtype=np.float32)
-            with torch.no_grad():
+            with torch.no_grad(), one_torch_thread():
                 expected = model(torch.from_numpy(x)).numpy()
             got = session.run(None, {INPUT_NAME: x})[0]
             if got.shape != expected.shape:
@@ -282,7 +286,9 @@ def _calibrate_batchnorm(model: Any, shape: tuple[int, ...], *, seed: int, batch
         bn.momentum = None  # cumulative average over the calibration batches
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    with torch.no_grad():
+    # One thread, as the export's trace: on batches this small torch's other threads spin more than
+    # they compute (NB201 here: 0.19 s of CPU against 1.5-3.8 s with two threads beside other jobs).
+    with torch.no_grad(), one_torch_thread():
         for _ in range(batches):
             model(torch.randn(batch_size, *shape, generator=gen))
     model.eval()

@@ -31,7 +31,7 @@ POSTGRES_URL = os.environ.get("HWNAS_TEST_POSTGRES_URL", "")
 State = optuna.trial.TrialState
 COUNTED = (State.COMPLETE, State.PRUNED)
 #: Fields of a report that belong to the worker that wrote it, not to the study.
-WORKER_LOCAL = ("wall_time_s",)
+WORKER_LOCAL = ("wall_time_s", "timings_s")
 
 
 def _search(out: Path, trials: int, strategy: str, storage: str = "", study: str = "") -> list[str]:

@@ -41,7 +41,7 @@ def _study(out: Path) -> optuna.Study:
 def _comparable(report: dict[str, Any]) -> dict[str, Any]:
     """A report less what differs between a killed-and-resumed run and a straight one: the wall
     time, the storage path, the failed count, and trial numbers (the failed trial holds one)."""
-    out = {k: v for k, v in report.items() if k not in ("wall_time_s", "storage", "export", "best", "front", "trials")}
+    out = {k: v for k, v in report.items() if k not in ("wall_time_s", "timings_s", "storage", "export", "best", "front", "trials")}
     out["trials"] = {k: v for k, v in report["trials"].items() if k != "failed"}
     out["best"] = {k: v for k, v in report["best"].items() if k != "trial"}
     out["front"] = [{k: v for k, v in r.items() if k != "trial"} for r in report["front"]]

@@ -69,9 +69,9 @@ def to_onnx_bytes(model: torch.nn.Module, input_shape: tuple[int, ...], *, expor
     Args:
         model: the network; its forward takes one (N, C, H, W) tensor.
         input_shape: (C, H, W) of one input.
-        exporter: ``"dynamo"`` (torch's default, needs onnxscript; about 4 s for an NB201
-            network) or ``"torchscript"`` (the legacy tracer, about 20x faster, used for
-            candidates whose latency is measured during a search).
+        exporter: ``"dynamo"`` (torch's default, needs onnxscript; 4-14 s of CPU for an NB201
+            network) or ``"torchscript"`` (the legacy tracer, about 15x faster, used for
+            candidates whose latency is measured during a search and for the verified export).
         opset: the ONNX opset, pinned.
     """
     import torch

@@ -21,6 +21,7 @@ from hwnas.search import results, rundir
 from hwnas.search.config import IDENTITY_VERSION, Plan, SearchConfig, resolve
 from hwnas.search.coordinate import Coordinator, count_done
 from hwnas.search.pipeline import TrialPipeline
+from hwnas.search.progress import TrialClock
 from hwnas.search.reference import ReferenceMonitor
 from hwnas.search.rundir import VERSION_KEY, write_json
 from hwnas.search.study import open_study
@@ -54,6 +55,7 @@ class Search:
         self._best: TrialRecord | None = None
         self._t0 = time.perf_counter()
         self._done0 = 0
+        self._trial_clock = TrialClock()
 
     # -- the study ------------------------------------------------------------------
     def _study(self) -> optuna.Study:
@@ -67,6 +69,7 @@ class Search:
         import optuna
 
         self._t0 = t0 = time.perf_counter()
+        self._trial_clock = TrialClock()
         c, plan = self.config, self.plan
         # Every up-front check runs before anything is written to --out: a refused start leaves
         # no folder, config.json or journal behind to block the corrected command.
@@ -100,6 +103,7 @@ class Search:
             self.log(f"resuming study {c.study!r} in {display_url(c.storage)}: {done} of {c.trials} trials done")
         elif resumed:
             self._probe_budgets()  # a folder whose earlier start ran no trial (as before)
+        t_trials = time.perf_counter()
         if c.strategy == "darts":
             self._run_darts(study, done)
             finished = True
@@ -109,18 +113,27 @@ class Search:
             options = {"latency_ms": c.latency_ms, "feasible": self._cheap_feasibility()}
             finished = coordinator.run(study, strategy=c.strategy, seed=c.seed, sampler_options=options, after_trial=self._after_trial)
             self.monitor.checkpoint(study, count_done(study), final=True)
+        t_report = time.perf_counter()
         report = results.report(plan, study, log=self.log)
         report["wall_time_s"] = round(time.perf_counter() - t0, 2)
+        # Where this command's time went (seconds): the fixed costs of a short run against its trials.
+        timings = report["timings_s"] = {
+            "before_trials": round(t_trials - t0, 3),
+            "trials": round(t_report - t_trials, 3),
+            "report": round(time.perf_counter() - t_report, 3),
+        }
         results.write_report(plan, report)
         if not finished:
             raise TrialsFailedError(self._all_failed(study, report))
         if report["best"] is None:
             raise InfeasibleError(self._none_feasible(report))
         if c.export:
+            t_export = time.perf_counter()
             report["export"] = results.export_best(plan, report["best"], log=self.log)
             report["measured_latency_ms"] = report["export"]["measured_latency_ms"]
             results.attach_agreement(report)  # the export's measurement joins the search's and the re-check's
             report["wall_time_s"] = round(time.perf_counter() - t0, 2)
+            timings["export"] = round(time.perf_counter() - t_export, 3)
             results.write_report(plan, report)
         else:
             report["export"] = results.earlier_export(plan, report["best"], exported, log=self.log)
@@ -249,8 +262,10 @@ class Search:
         over = f" (over {', '.join(rec.attrs.get(T.OVER_BUDGET, []))})" if not rec.feasible else ""
         reused = " (reused)" if rec.reused else ""
         elapsed = time.perf_counter() - self._t0
-        ran = done - self._done0
-        eta = _clock(elapsed / ran * max(0, int(self.config.trials or 0) - done)) if ran > 0 else "?"
+        # From the recent per-trial time: the start-up before the first trial is no trial's cost.
+        self._trial_clock.tick(done)
+        left = self._trial_clock.eta(int(self.config.trials or 0) - done)
+        eta = "?" if left is None else _clock(left)
         net = self.space.short(self.space.from_string(rec.arch))
         self.log(
             f"[{done:>4}/{self.config.trials} {_clock(elapsed)} eta {eta}] trial {trial.number:>4} {net}: "

@@ -1,0 +1,66 @@
+"""Progress lines: the search's ETA, DARTS's phases after its epochs, profile's cell-structure phase."""
+
+from __future__ import annotations
+
+import pytest
+
+from hwnas.search.progress import WINDOW, TrialClock, eta_seconds
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_eta_follows_the_recent_rate_not_the_start_up() -> None:
+    # 30 s of start-up before the first trial, then 0.5 s a trial: 100 trials in all.
+    clock = FakeClock()
+    trials = TrialClock(clock=clock)
+    clock.now = 30.0
+    trials.tick(1)
+    assert trials.eta(99) is None  # one trial done: nothing known yet of a trial's own time
+    for done in range(2, 12):
+        clock.now += 0.5
+        trials.tick(done)
+    # The old estimate, elapsed / ran * left = 35 / 11 * 89, said 4:43 for a 44.5 s rest.
+    assert trials.eta(100 - 11) == pytest.approx(0.5 * 89)
+
+
+def test_eta_shrugs_off_a_one_off_slow_trial() -> None:
+    clock = FakeClock()
+    trials = TrialClock(clock=clock)
+    trials.tick(0)
+    for done in range(1, 30):
+        clock.now += 20.0 if done == 15 else 1.0  # a reference re-measurement in trial 15
+        trials.tick(done)
+    assert trials.eta(10) == pytest.approx(10.0)
+
+
+def test_eta_follows_a_sampler_that_slows() -> None:
+    per_trial = [0.1] * 200 + [2.0] * WINDOW
+    assert eta_seconds(per_trial, 50) == pytest.approx(100.0)
+
+
+def test_eta_shares_an_interval_among_trials_other_workers_added() -> None:
+    clock = FakeClock()
+    trials = TrialClock(clock=clock)
+    trials.tick(5)
+    clock.now = 4.0
+    trials.tick(9)  # four trials counted in 4 s: 1 s each
+    assert trials.eta(3) == pytest.approx(3.0)
+    trials.tick(9)  # a line without a new trial (a reused one of this worker) adds no time
+    assert trials.per_trial_s == [1.0] * 4
+
+
+def test_eta_edges() -> None:
+    assert eta_seconds([], 10) is None
+    assert eta_seconds([], 0) == 0.0
+    assert eta_seconds([3.0, 1.0, 2.0], 2) == pytest.approx(4.0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="left"):
+            eta_seconds([1.0], bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="window"):
+        eta_seconds([1.0], 1, window=0)
