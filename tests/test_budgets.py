@@ -112,7 +112,7 @@ def test_unreachable_budget_is_refused_before_any_trial(
     code = main([*BASE, *argv, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 3 and needle in err and "Traceback" not in err, err
-    assert not _study_records(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run folder (and its study) is written
 
 
 def test_bytes_parse_binary_units() -> None:
