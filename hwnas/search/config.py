@@ -218,7 +218,9 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
     from hwnas.device import get_device, runnable
 
     c = config
-    say = log or (lambda s: None)
+    # What resolving says (the lookup table used, a fallback) is said once every check has passed:
+    # a refused setting is one line, not a table note followed by the error.
+    say = _Deferred(log or (lambda s: None))
     check_strategy(c.strategy)
     darts = c.strategy == "darts"
     _check_darts_settings(c, darts)
@@ -281,7 +283,28 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
         plan.darts.check()
     for ch in charged:
         plan.warnings += ch.source.warnings()
+    say.release()
     return plan
+
+
+class _Deferred:
+    """A log that holds its lines until :meth:`release`, then passes them and every later one on
+    (an evaluator or latency source keeps it for its own progress lines)."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self._held: list[str] | None = []
+
+    def __call__(self, line: str) -> None:
+        if self._held is None:
+            self._log(line)
+        else:
+            self._held.append(line)
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        for line in held:
+            self._log(line)
 
 
 def _check_darts_settings(c: SearchConfig, darts: bool) -> None:
