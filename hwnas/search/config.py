@@ -247,10 +247,13 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
 
     for dev in (device, *others):
         device_kind(dev.kind).preflight(dev)  # a missing provider, an unreachable agent: refused before any work
-    request = _latency_request(c, device, say)
+    # The latency sources' lines (which table, or why none) are said once the whole config passed:
+    # a refused command prints its one error line only.
+    chosen: list[str] = []
+    request = _latency_request(c, device, chosen.append)
     charged = [Charged(latency_source(device, space, request), device=device.name, primary=True)]
     for dev in others:
-        charged.append(Charged(latency_source(dev, space, LatencyRequest(log=say)), device=dev.name))
+        charged.append(Charged(latency_source(dev, space, LatencyRequest(log=chosen.append)), device=dev.name))
     c.latency_model = charged[0].source.kind
     objective = objective_metric(c.objective)
     budgets = {"flops_m": c.flops_m, "params_m": c.params_m, "memory_bytes": c.memory_bytes, "size_bytes": c.size_bytes}
@@ -281,6 +284,8 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
         plan.darts.check()
     for ch in charged:
         plan.warnings += ch.source.warnings()
+    for line in chosen:
+        say(line)
     return plan
 
 
