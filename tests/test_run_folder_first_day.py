@@ -59,9 +59,13 @@ def test_a_given_storage_holding_another_run_is_refused_before_the_folder_is_mad
     assert not out.exists()
 
 
-def test_darts_with_an_unknown_train_device_writes_nothing(tmp_path: Path) -> None:
-    config = SearchConfig(device="pixel3", latency_ms=5.0, strategy="darts", train_device="tpu", out=str(tmp_path / "run"), export=False)
-    with pytest.raises(UsageError, match="--train-device must be cpu or cuda"):
+@pytest.mark.parametrize(
+    ("setting", "refusal"),
+    [({"train_device": "tpu"}, "--train-device must be cpu or cuda"), ({"data": f"cifar10:{Path('no') / 'such'}"}, "does not exist")],
+)
+def test_darts_with_a_wrong_train_device_or_data_writes_nothing(tmp_path: Path, setting: dict[str, str], refusal: str) -> None:
+    config = SearchConfig(device="pixel3", latency_ms=5.0, strategy="darts", out=str(tmp_path / "run"), export=False, **setting)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=refusal):
         Search(config).run()
     assert not (tmp_path / "run").exists()
 

@@ -74,12 +74,8 @@ class Search:
         # Every up-front check runs before anything is written to --out: a refused start leaves
         # no folder, config.json or journal behind to block the corrected command.
         resumed = rundir.check(self.out, c.identity())
-        if c.strategy == "darts":
-            from hwnas.evaluate import check_train_device
-
-            check_train_device(c.train_device)
         if not resumed:
-            self._probe_budgets()  # a folder this run starts: an unreachable budget is refused first
+            self._check_before_writing()
         made = rundir.create(self.out)
         try:
             study = self._study()  # a study of another run in a given --storage is refused here
@@ -174,6 +170,18 @@ class Search:
             f"none of {n} trials met the budgets: {misses[metric]} missed {con.flag} {con.as_flag_value(con.limit)}; "
             f"the smallest {con.name} seen is {con.format(least)}; {hint} {where}"
         )
+
+    def _check_before_writing(self) -> None:
+        """What a new run checks before its folder is made: DARTS's training device and data (the
+        sampling strategies' evaluators check theirs in :func:`resolve`), then every budget."""
+        c = self.config
+        if c.strategy == "darts":
+            from hwnas.datasets import load_data
+            from hwnas.evaluate import check_train_device
+
+            check_train_device(c.train_device)
+            load_data(c.data)  # DARTS loads it again as it trains: a moment, against a folder that blocks the fix
+        self._probe_budgets()
 
     def _probe_budgets(self) -> None:
         """Refuse, before any trial, a budget no architecture of the space can meet."""
@@ -282,7 +290,9 @@ class Search:
                 self.log("darts: the derived architecture is already in the study (delete the run folder to search again)")
                 return
         from hwnas.darts.run import run_darts
+        from hwnas.evaluate import check_train_device
 
+        check_train_device(self.config.train_device)  # checked before writing too, on a new run's start
         outcome = run_darts(self.space, self.plan.latency, self.config.latency_ms, self.plan.darts, data=self.config.data, log=self.log)
         (self.out / "darts.json").write_text(
             json.dumps(outcome.summary() | {"history": [h.__dict__ for h in outcome.result.history]}, indent=2) + "\n"
