@@ -62,7 +62,7 @@ class _Parser(argparse.ArgumentParser):
         if extra:
             shown = " ".join(t if t and t.isprintable() and " " not in t else repr(t) for t in extra)
             command = getattr(parsed, "command", None)
-            hint = did_you_mean(extra[0].split("=")[0], self._option_names(command)) if extra[0].startswith("--") else ""
+            hint = _flag_hint(extra[0].split("=")[0], self._option_names(command)) if extra[0].startswith("--") else ""
             # The subcommand's parser says it: its help ('hwnas search --help') lists the flags the command takes.
             self._subparser(command).error(f"unrecognized arguments: {shown}{hint}")
         return parsed
@@ -89,6 +89,17 @@ class _Parser(argparse.ArgumentParser):
 MAX_COUNT = 1_000_000
 #: Seeds and other whole numbers: 0 .. 2**32 - 1, what NumPy and PyTorch seeding accept.
 MAX_INT = 2**32 - 1
+
+
+def _flag_hint(flag: str, flags: list[str]) -> str:
+    """' (did you mean --X?)' for a flag close to one the command takes, judged without the
+    leading dashes (every flag shares them: '--bogus' is not close to '--out')."""
+    bare = {f.lstrip("-"): f for f in flags if f.startswith("--")}
+    close = did_you_mean(flag.lstrip("-"), list(bare))
+    if not close:
+        return ""
+    name = close.split("'")[1]
+    return f" (did you mean {bare[name]!r}?)"
 
 
 def _positive_int(text: str) -> int:
@@ -648,7 +659,43 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+#: The subcommands and their one-line help: the top-level parser lists them without building their options.
+COMMANDS = {
+    "search": "search the accuracy/latency Pareto front and export the best feasible network",
+    "export": "export an architecture or a run's trial to a verified ONNX model",
+    "profile": "measure a device and build the latency lookup table the search uses",
+    "report": "Pareto front and hypervolume curve of a run (PNG and numbers)",
+    "dashboard": "open a run's study in optuna-dashboard (pip install 'hwnas[dashboard]')",
+    "devices": "list latency targets",
+    "spaces": "list search spaces",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only``, the options of that one subcommand are built and
+    the others are listed by name and help alone. ``search``'s options name the registries'
+    entries (spaces, strategies, evaluators), which import the search library (numpy, Optuna): ``hwnas
+    --help`` and the other commands need none of it (``benchmarks/startup.py`` times ``--help``)."""
+    p = _Parser(
+        prog="hwnas",
+        description="Hardware-aware neural architecture search: the most accurate network that meets a latency budget on your device.",
+    )
+    p.add_argument("--version", action="version", version=f"hwnas {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, text in COMMANDS.items():
+        parser = sub.add_parser(name, help=text)
+        if only is None or only == name:
+            _BUILDERS[name](parser)
+    return p
+
+
+def _command_of(tokens: Sequence[str]) -> str:
+    """The subcommand in ``tokens`` (the first word that is not an option: the top-level parser
+    takes no option with a value), or "" where there is none."""
+    return next((t for t in tokens if not t.startswith("-")), "")
+
+
+def _search_options(s: argparse.ArgumentParser) -> None:
     from hwnas.cost.latency import LATENCY_SOURCES
     from hwnas.darts import defaults as darts
     from hwnas.evaluate import EVALUATORS
@@ -659,16 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     from hwnas.spaces import SPACES
     from hwnas.units import format_ms
 
-    p = _Parser(
-        prog="hwnas",
-        description="Hardware-aware neural architecture search: the most accurate network that meets a latency budget on your device.",
-    )
-    p.add_argument("--version", action="version", version=f"hwnas {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
     # The spaces the supernet evaluator trains a supernet of (mbconv), from the registry, not a copied name.
     elastic = ", ".join(n for n in SPACES.names() if SPACES.get(n).offers("elastic_supernet"))
-    s = sub.add_parser("search", help="search the accuracy/latency Pareto front and export the best feasible network")
     s.add_argument("--space", default="nb201", help="search space (see 'hwnas spaces'; default nb201)")
     s.add_argument("--dataset", help="benchmark dataset of the space (nb201: cifar10 | cifar100 | imagenet16-120; default cifar10)")
     s.add_argument(
@@ -801,7 +840,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", "-q", action="store_true", help="no per-trial progress on stderr")
     s.set_defaults(handler=cmd_search)
 
-    e = sub.add_parser("export", help="export an architecture or a run's trial to a verified ONNX model")
+
+def _export_options(e: argparse.ArgumentParser) -> None:
     e.add_argument("--space", help="the space of --arch (default: the one space whose string it is)")
     e.add_argument("--arch", help="architecture string (nb201: '|op~0|+|op~0|op~1|+|...|' or an index; mbconv: 'r224-w1.0-...')")
     e.add_argument("--run", help="a run folder of 'hwnas search'")
@@ -821,7 +861,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the export's checks and measurement as JSON on stdout")
     e.set_defaults(handler=cmd_export)
 
-    pr = sub.add_parser("profile", help="measure a device and build the latency lookup table the search uses")
+
+def _profile_options(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--device", default="cpu", help="a measured device (cpu, cuda, or a device file)")
     pr.add_argument("--space", default="nb201", help="search space whose blocks are timed (see 'hwnas spaces'; default nb201)")
     pr.add_argument(
@@ -848,7 +889,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     pr.set_defaults(handler=cmd_profile)
 
-    rp = sub.add_parser("report", help="Pareto front and hypervolume curve of a run (PNG and numbers)")
+
+def _report_options(rp: argparse.ArgumentParser) -> None:
     rp.add_argument("run", help="a run folder of 'hwnas search'")
     rp.add_argument("--out", help="folder for the plots (default: the run folder)")
     rp.add_argument("--no-plots", action="store_true", help="numbers only (no matplotlib needed)")
@@ -858,19 +900,32 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--json", action="store_true", help="print the front and hypervolume as JSON on stdout")
     rp.set_defaults(handler=cmd_report)
 
-    db = sub.add_parser("dashboard", help="open a run's study in optuna-dashboard (pip install 'hwnas[dashboard]')")
+
+def _dashboard_options(db: argparse.ArgumentParser) -> None:
     db.add_argument("run", help="a run folder of 'hwnas search'")
     db.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     db.add_argument("--port", type=_port, default=8080, help="port to serve on (default 8080)")
     db.set_defaults(handler=cmd_dashboard)
 
-    d = sub.add_parser("devices", help="list latency targets")
+
+def _devices_options(d: argparse.ArgumentParser) -> None:
     d.add_argument("--json", action="store_true", help="print the devices as JSON on stdout")
     d.set_defaults(handler=cmd_devices)
 
-    sp = sub.add_parser("spaces", help="list search spaces")
+
+def _spaces_options(sp: argparse.ArgumentParser) -> None:
     sp.set_defaults(handler=cmd_spaces)
-    return p
+
+
+_BUILDERS = {
+    "search": _search_options,
+    "export": _export_options,
+    "profile": _profile_options,
+    "report": _report_options,
+    "dashboard": _dashboard_options,
+    "devices": _devices_options,
+    "spaces": _spaces_options,
+}
 
 
 def _validate_names(args: argparse.Namespace) -> None:
@@ -939,9 +994,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code: 0 done, 2 bad input, 3 unreachable budget, 4 every
     trial of a round failed (completed trials kept),
     1 an unexpected error (a bug: one line, the traceback with ``HWNAS_DEBUG=1``), 130 interrupted."""
-    parser = build_parser()
+    tokens = list(sys.argv[1:] if argv is None else argv)
     try:
-        tokens = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
+        parser = build_parser(only=_command_of(tokens))
+        tokens = _join_negative_values(tokens)
         _refuse_spaced_units(tokens)
         args = parser.parse_args(tokens)
         if args.command is None:

@@ -203,8 +203,22 @@ def test_cli_darts_search_records_one_trial_and_resumes(tmp_path: Path, capsys: 
     assert main(argv) == 0
     import json
 
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert report["trials"]["complete"] == 1
+    # After the last epoch line every phase says what it does (issue 24 item 12: two silent minutes).
+    lines = captured.err.splitlines()
+    last_epoch = max(i for i, line in enumerate(lines) if line.startswith("epoch "))
+    after = lines[last_epoch + 1 :]
+    expected = [
+        "selection (perturbation): scoring each of",
+        "selection (perturbation): scored in",
+        "networks timed,",
+        "derived network: re-estimating its BatchNorm",
+        "darts: recording the derived network as a trial",
+    ]
+    at = [next((i for i, line in enumerate(after) if want in line), -1) for want in expected]
+    assert -1 not in at and at == sorted(at), (expected, after)
     assert report["best"]["latency_ms"] <= 5.0
     assert (tmp_path / "run" / "darts.json").exists()
     assert main(argv) == 0  # a rerun resumes: no second training, still one trial
@@ -272,7 +286,9 @@ def test_perturbation_scores_are_zero_for_weightless_choices_and_rise_for_the_lo
     data = [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 3, (16,), generator=g))]
     probs = [[0.0, 0.0, 0.5, 0.5, 0.0] for _ in range(6)]
     probs[0] = [0.0, 0.0, 0.0, 1.0, 0.0]
-    scores = perturbation_scores(net, probs, data)
+    told: list[int] = []
+    scores = perturbation_scores(net, probs, data, progress=told.append)
+    assert told == list(range(30))  # told before each of the 30 choices how many are scored
     assert [len(s) for s in scores] == [5] * 6
     assert scores[0][3] == np.inf
     for s, p in zip(scores, probs, strict=True):

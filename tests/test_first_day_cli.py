@@ -292,6 +292,37 @@ def test_an_unknown_flag_points_to_its_commands_help(capsys: pytest.CaptureFixtu
     assert _one_line_error(capsys, ["--bogus"]).endswith("see 'hwnas --help'")
 
 
+def test_a_flag_is_suggested_only_when_it_is_close_without_the_dashes(capsys: pytest.CaptureFixture[str]) -> None:
+    # Every flag starts with '--': counted in, '--bogus' was "close" to '--out'.
+    assert "did you mean" not in _one_line_error(capsys, ["search", "--bogus"])
+    assert "(did you mean '--latency'?)" in _one_line_error(capsys, ["search", "--lateny", "5ms"])
+    assert "(did you mean '--seed'?)" in _one_line_error(capsys, ["search", "--seeds", "1"])
+    assert "(did you mean '--no-measure'?)" in _one_line_error(capsys, ["export", "--no-measures"])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["devices", "--help"], ["export", "--help"], ["report", "--help"]])
+def test_help_outside_search_imports_no_search_library(argv: list[str]) -> None:
+    # `hwnas --help` must stay fast (issue 24 item 11: <= 0.3 s; benchmarks/startup.py times it):
+    # only `search`'s options need the registries (numpy, Optuna, torch behind them).
+    code = (
+        "import sys\nfrom hwnas.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('numpy', 'optuna', 'torch', 'onnx', 'hwnas.search') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: hwnas" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_search_help_still_names_the_registries_entries() -> None:
+    from hwnas.cli import build_parser
+    from hwnas.search import strategy_names
+
+    text = build_parser(only="search")._subparser("search").format_help()
+    assert all(name in text for name in strategy_names()) and "--evaluator" in text
+    assert "--strategy" not in build_parser(only="export")._subparser("search").format_help()
+
+
 @pytest.mark.parametrize(
     ("argv", "want"),
     [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hwnas.search.progress import WINDOW, TrialClock, eta_seconds
+from hwnas.search.progress import WINDOW, Heartbeat, TrialClock, clock_text, eta_seconds
 
 
 class FakeClock:
@@ -64,3 +64,31 @@ def test_eta_edges() -> None:
             eta_seconds([1.0], bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="window"):
         eta_seconds([1.0], 1, window=0)
+
+
+def test_heartbeat_speaks_at_most_once_per_interval_with_a_linear_eta() -> None:
+    clock, said = FakeClock(), []
+    beat = Heartbeat(said.append, "  cell graph structure", total=15_625, unit="cells", every_s=10.0, clock=clock)
+    for i in range(0, 15_625, 250):  # 250 cells every 1.6 s
+        clock.now = i / 250 * 1.6
+        beat(i)
+    # 99 s in all, counts every 1.6 s: a line at the first count 10 s after the last (every 11.2 s).
+    assert len(said) == beat.lines == 8
+    assert [line.split("(")[1].split(",")[0] for line in said[:3]] == ["0:11", "0:22", "0:34"]
+    first = said[0]
+    assert first.startswith("  cell graph structure: 1,750/15,625 cells (0:11, eta ")
+    # eta of the first line: 11.2 s for 1,750 cells -> 13,875 left at the same rate = 88.8 s.
+    assert first.endswith("eta 1:29)")
+
+
+def test_heartbeat_without_a_total_counts_and_gives_no_eta() -> None:
+    clock, said = FakeClock(), []
+    beat = Heartbeat(said.append, "selection: derived networks timed", clock=clock)
+    beat(1)
+    clock.now = 12.0
+    beat(40)
+    assert said == ["selection: derived networks timed: 40 (0:12)"]
+
+
+def test_clock_text() -> None:
+    assert [clock_text(s) for s in (0, 59.4, 61, 3600, 3725)] == ["0:00", "0:59", "1:01", "1:00:00", "1:02:05"]

@@ -22,6 +22,7 @@ from hwnas.darts.latency import AdditiveLatency, fit_additive_latency
 from hwnas.darts.select import alpha_scores, derive_architecture, derive_under_budget, perturbation_scores
 from hwnas.darts.supernet import Supernet
 from hwnas.darts.train import DartsConfig, DartsResult, latency_loss, search, skip_share
+from hwnas.search.progress import Heartbeat
 from hwnas.spaces import Arch, SearchSpace
 
 
@@ -108,9 +109,19 @@ def run_darts(
         f"{' adapted toward the target' if config.adapts else ''}"
     )
 
+    # The selection after training times many derivations (each measured on a live device): counted,
+    # and said every 10 s once it has begun (training's own per-epoch derivations are not counted).
+    timed: Heartbeat | None = None
+    n_timed = 0
+
     @functools.cache
     def exact_of(picks: tuple[int, ...]) -> float:
-        return latency_model.latency(supernet.derive(picks)).ms
+        nonlocal n_timed
+        ms = latency_model.latency(supernet.derive(picks)).ms
+        if timed is not None:
+            n_timed += 1
+            timed(n_timed)
+        return ms
 
     def exact(picks: list[int]) -> float:
         """The device latency (ms) of a derivation; the selection asks for the same ones often."""
@@ -127,7 +138,15 @@ def run_darts(
     )
 
     max_share = config.max_skip_share if config.max_skip_share is not None else supernet.max_skip_share
+    # After the last epoch: selection, the derived network's accuracy, its trial and export follow,
+    # each of which says what it does (they took about 2 minutes in silence once).
+    t_select = time.perf_counter()
+    timed = Heartbeat(say, "selection: derived networks timed for their exact latency")
     if config.selection == "perturbation":
+        say(
+            f"selection (perturbation): scoring each of {sum(len(p) for p in result.probabilities)} choices by the validation "
+            f"loss without it, on {config.selection_batches} batches ..."
+        )
         import itertools
 
         valid = itertools.islice(batches(search_valid, config.batch, shuffle=True, seed=config.seed * 1000 + 999), config.selection_batches)
@@ -137,7 +156,9 @@ def run_darts(
             lat = additive.expected([g.detach().cpu() for g in gates])
             return float(latency_loss(torch.tensor(ce), lat, target_ms, config.latency_term, weight))
 
-        scores = perturbation_scores(supernet, result.probabilities, valid, config.device, arch_loss=arch_loss)
+        scoring = Heartbeat(say, "selection (perturbation)", total=sum(len(p) for p in result.probabilities), unit="choices scored")
+        scores = perturbation_scores(supernet, result.probabilities, valid, config.device, arch_loss=arch_loss, progress=scoring)
+        say(f"selection (perturbation): scored in {time.perf_counter() - t_select:.0f} s; deriving under {target_ms:g} ms ...")
     else:
         scores = alpha_scores(result.probabilities)
     cap = max_share if config.guard else None
@@ -150,7 +171,8 @@ def run_darts(
         how = "the multiplier's ceiling misses (the additive model is not exact); exact search within the cap"
     say(
         f"selection ({config.selection}): unconstrained {space.to_string(before)} {before_ms:.3f} ms; "
-        f"under {target_ms:g} ms: {how}, {exact(chosen.selected):.3f} ms"
+        f"under {target_ms:g} ms: {how}, {exact(chosen.selected):.3f} ms ({n_timed} networks timed, "
+        f"{time.perf_counter() - t_select:.0f} s)"
     )
     picks, repairs = chosen.picks, chosen.repairs
     for line in repairs:
@@ -164,6 +186,7 @@ def run_darts(
     if sub is not None:
         from hwnas.training import accuracy
 
+        say("derived network: re-estimating its BatchNorm statistics and its inherited-weight validation accuracy ...")
         with torch.no_grad():
             sub.train()
             for x, _ in batches(search_train, config.batch, shuffle=True, seed=0):

@@ -66,11 +66,12 @@ def perturbation_scores(
     device: str = "cpu",
     *,
     arch_loss: Callable[[float, list[torch.Tensor]], float] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[np.ndarray]:
     """Rise of the architecture loss when each choice is removed from its decision's mixture (the
     rest renormalised), per decision. ``arch_loss(ce, gates)`` turns the mean validation
     cross-entropy under ``gates`` into the loss (default: the cross-entropy itself); batches are
-    consumed once and kept."""
+    consumed once and kept. ``progress(n)`` is told the choices scored so far, after each."""
     dev = torch.device(device)
     data = [(x.to(dev), y.to(dev)) for x, y in batches]
     gates = [torch.tensor(p, dtype=torch.float32, device=dev) for p in probabilities]
@@ -84,9 +85,13 @@ def perturbation_scores(
 
     base = loss(gates)
     scores = []
+    scored = 0
     for d, g in enumerate(gates):
         row = np.zeros(len(g))
         for c in range(len(g)):
+            if progress is not None:
+                progress(scored)
+            scored += 1
             rest = g.clone()
             rest[c] = 0.0
             if float(rest.sum()) <= 0:

@@ -66,3 +66,50 @@ class TrialClock:
     def eta(self, left: int) -> float | None:
         """Seconds to run ``left`` more trials (None until a per-trial time is known)."""
         return eta_seconds(self.per_trial_s, max(0, left))
+
+
+def clock_text(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour."""
+    s = max(0, round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+class Heartbeat:
+    """Progress lines of one long step, at most one every ``every_s`` seconds.
+
+    Call it with the count done so far; it says ``<what>: <done>[/<total>] (<elapsed>[, eta <left>])``
+    when ``every_s`` have passed since its start or its last line. The estimate is linear in the
+    count, which suits steps of like items (cells, networks); without ``total`` there is none.
+    """
+
+    def __init__(
+        self,
+        say: Callable[[str], None],
+        what: str,
+        *,
+        total: int | None = None,
+        unit: str = "",
+        every_s: float = 10.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._say, self.what, self.total, self.unit, self.every_s, self._clock = say, what, total, unit, every_s, clock
+        self.t0 = self._last = clock()
+        self.lines = 0
+
+    def __call__(self, done: int) -> None:
+        now = self._clock()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        self.lines += 1
+        elapsed = now - self.t0
+        count = f"{done:,}" if self.total is None else f"{done:,}/{self.total:,}"
+        eta = ""
+        if self.total is not None and 0 < done <= self.total:
+            eta = f", eta {clock_text(elapsed * (self.total - done) / done)}"
+        self._say(f"{self.what}: {count}{' ' + self.unit if self.unit else ''} ({clock_text(elapsed)}{eta})")
+
+    def elapsed(self) -> float:
+        return self._clock() - self.t0

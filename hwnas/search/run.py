@@ -21,7 +21,7 @@ from hwnas.search import results, rundir
 from hwnas.search.config import IDENTITY_VERSION, Plan, SearchConfig, resolve
 from hwnas.search.coordinate import Coordinator, count_done
 from hwnas.search.pipeline import TrialPipeline
-from hwnas.search.progress import TrialClock
+from hwnas.search.progress import TrialClock, clock_text
 from hwnas.search.reference import ReferenceMonitor
 from hwnas.search.rundir import VERSION_KEY, write_json
 from hwnas.search.study import open_study
@@ -303,6 +303,7 @@ class Search:
                 f"darts supernet, inherited weights (batch-norm re-estimated), {outcome.data['name']} validation split",
             )
             self.evaluator = self.plan.evaluator
+        self.log("darts: recording the derived network as a trial (its accuracy, latency and costs) ...")
         self.record_arch(study, outcome.arch, {T.STRATEGY: "darts", "darts": outcome.summary()})
 
     def record_arch(self, study: optuna.Study, arch: Arch, attrs: dict[str, Any]) -> None:
@@ -333,12 +334,7 @@ def _strategies_so_far(out: Path, strategy: str) -> list[str]:
     return seen if strategy in seen else [*seen, strategy]
 
 
-def _clock(seconds: float) -> str:
-    """``m:ss``, or ``h:mm:ss`` from an hour."""
-    s = round(seconds)
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+_clock = clock_text  # the progress lines' m:ss
 
 
 def _round_up(value: float, unit: str) -> str:

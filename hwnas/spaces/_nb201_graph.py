@@ -153,13 +153,13 @@ def all_cell_features(provider: str = "CPUExecutionProvider", *, workers: int | 
         results = map(_features_of_index, jobs)
         for i, row in enumerate(results):
             out[i] = row
-            if progress and i % 1000 == 0:
+            if progress and i % 250 == 0:
                 progress(i, n)
         return out
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for i, row in enumerate(pool.map(_features_of_index, jobs, chunksize=256)):
             out[i] = row
-            if progress and i % 1000 == 0:
+            if progress and i % 250 == 0:
                 progress(i, n)
     return out
 

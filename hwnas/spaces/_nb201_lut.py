@@ -101,8 +101,11 @@ class NB201Codec(BlockCodec):
         from hwnas.spaces import _nb201_graph as nb201_graph
 
         log(f"  cell graph structure of {NB201_N:,} cells (each cell's ONNX Runtime-optimised graph; about 100 s on 2 cores) ...")
+        from hwnas.search.progress import Heartbeat
+
         t0 = time.perf_counter()
-        feats = nb201_graph.all_cell_features(provider)
+        beat = Heartbeat(log, "  cell graph structure", total=NB201_N, unit="cells")
+        feats = nb201_graph.all_cell_features(provider, progress=lambda i, _n: beat(i))
         log(f"  cell graph structure of {NB201_N:,} cells: done in {time.perf_counter() - t0:.0f} s")
         return {
             "kind": "ORT-optimised node counts of 1 cell and of each further cell",

@@ -50,17 +50,17 @@ def tpe_sampler(*, seed: int, space: SearchSpace | None = None, feasible: Feasib
 def gp_sampler(*, seed: int, **_: Any) -> optuna.samplers.BaseSampler:
     """Gaussian-process Bayesian optimisation (Optuna's GPSampler; needs scipy), constraint-aware.
 
-    Its cost grows with the trials (a GP fit per trial): seconds per trial after a few hundred.
+    Its cost grows with the trials (a GP fit per trial); its fit runs on one torch thread (gp.py).
     """
-    import optuna
-
     try:
         import scipy  # noqa: F401
     except ImportError:
         from hwnas.errors import UsageError
 
         raise UsageError("strategy 'gp' needs scipy: pip install scipy (or pick --strategy tpe)") from None
-    return optuna.samplers.GPSampler(seed=seed)
+    from hwnas.strategies.gp import OneThreadGPSampler
+
+    return OneThreadGPSampler(seed=seed)
 
 
 @STRATEGIES.register("nsga2")
