@@ -7,8 +7,8 @@ storage, the progress bookkeeping). Each run goes to the largest ``--at`` trial 
 run folder, without export. Per counted trial near ``k`` it prints
 
 - ``ms/trial``: the wall time between the completion of counted trials ``k - w`` and ``k`` over
-  ``w`` (``--window``, default 20; the study's own completion times), so repeats a strategy
-  proposes (told PRUNED, not counted) are part of the trial they delay;
+  ``w`` (``--window``, default 20; the study's own completion times), counting trials as the trial
+  budget does (complete or pruned: a repeat the pipeline reuses counts as a trial);
 - ``over random``: ``ms/trial`` less ``random``'s at the same ``k`` and seed, run in the same
   command: the strategy's own cost, with hwnas's per-trial work taken out.
 
@@ -50,13 +50,13 @@ def _load() -> str:
 
 
 def completions(out: Path) -> list[float]:
-    """Completion times (s since the epoch) of the run's counted trials, in order of completion."""
-    import optuna
-
+    """Completion times (s since the epoch) of the run's counted trials (those the trial budget
+    counts: hwnas.search.coordinate.counted_states), in order of completion."""
     from hwnas.report import open_run_study
+    from hwnas.search.coordinate import counted_states
 
     _, study = open_run_study(out)
-    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    done = study.get_trials(deepcopy=False, states=counted_states())
     return sorted(t.datetime_complete.timestamp() for t in done if t.datetime_complete is not None)
 
 

@@ -22,6 +22,8 @@ from hwnas.trials import TrialRecord
 if TYPE_CHECKING:
     import optuna
 
+    from hwnas.search.export_worker import ExportWorker
+
 #: Per-trial figures the report copies from the evaluator's extras where present.
 ACCURACY_EXTRAS = ("test_accuracy", "nb201_index")
 
@@ -333,8 +335,9 @@ def deployment(plan: Plan) -> dict[str, Any]:
     return out
 
 
-def export_best(plan: Plan, best: dict[str, Any], *, log: Any) -> dict[str, Any]:
-    """Export the best feasible arch to ``best.onnx`` (checked, parity, re-measured where it can be)."""
+def export_best(plan: Plan, best: dict[str, Any], *, log: Any, worker: ExportWorker | None = None) -> dict[str, Any]:
+    """Export the best feasible arch to ``best.onnx`` (checked, parity, re-measured where it can be);
+    in ``worker`` (export_worker.py: torch already imported there) where one was started."""
     from hwnas.export import export_verified
 
     arch = plan.space.from_string(best["arch"])
@@ -362,19 +365,22 @@ def export_best(plan: Plan, best: dict[str, Any], *, log: Any) -> dict[str, Any]
         from hwnas.evaluate.quantized import export_inputs
 
         inputs = export_inputs(plan.evaluator, seed=plan.config.seed)
+    job = {
+        "space": plan.space,
+        "arch": arch,
+        "path": out,
+        "device": plan.device,
+        "metadata": meta,
+        "seed": plan.config.seed,
+        "trained": trained,
+        "precision": precision,
+        "calibration": inputs[0] if inputs else None,
+        "parity_inputs": inputs[1] if inputs else None,
+    }
     with folder_lock(plan.out, "export"):  # workers sharing --out export one at a time
-        result = export_verified(
-            plan.space,
-            arch,
-            out,
-            device=plan.device,
-            metadata=meta,
-            seed=plan.config.seed,
-            trained=trained,
-            precision=precision,
-            calibration=inputs[0] if inputs else None,
-            parity_inputs=inputs[1] if inputs else None,
-        )
+        result = worker.export(**job) if worker is not None and trained is None else None
+        if result is None:
+            result = export_verified(**job)
     d = result.as_dict()
     d["predicted_latency_ms"] = best["latency_ms"]
     d["predicted_source"] = best["latency_source"]

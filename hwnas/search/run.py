@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwnas import trials as T
 from hwnas.errors import InfeasibleError, TrialsFailedError
-from hwnas.search import results, rundir
+from hwnas.search import export_worker, results, rundir
 from hwnas.search.config import IDENTITY_VERSION, Plan, SearchConfig, resolve
 from hwnas.search.coordinate import Coordinator, count_done
 from hwnas.search.pipeline import TrialPipeline
@@ -56,6 +56,7 @@ class Search:
         self._t0 = time.perf_counter()
         self._done0 = 0
         self._trial_clock = TrialClock()
+        self._worker: export_worker.ExportWorker | None = None
 
     # -- the study ------------------------------------------------------------------
     def _study(self) -> optuna.Study:
@@ -100,6 +101,22 @@ class Search:
         elif resumed:
             self._probe_budgets()  # a folder whose earlier start ran no trial (as before)
         t_trials = time.perf_counter()
+        # torch, onnx and ONNX Runtime are imported for the export on a second core while trials that
+        # measure nothing run (export_worker.py); closed in the finally below, whatever happens.
+        # Only where no device is measured live (a benchmark table device's source is kind "table"): a
+        # lookup-table device's reference network is re-measured during the trials.
+        self._worker = export_worker.start(
+            export=c.export and c.strategy != "darts" and c.evaluator == "table",
+            measures=any(not ch.source.cheap or (ch.device is not None and ch.source.kind != "table") for ch in plan.charged),
+        )
+        try:
+            return self._trials_report_export(study, done, t0, t_trials, exported)
+        finally:
+            if self._worker is not None:
+                self._worker.close()
+
+    def _trials_report_export(self, study: optuna.Study, done: int, t0: float, t_trials: float, exported: Any) -> dict[str, Any]:
+        c, plan = self.config, self.plan
         if c.strategy == "darts":
             self._run_darts(study, done)
             finished = True
@@ -125,7 +142,7 @@ class Search:
             raise InfeasibleError(self._none_feasible(report))
         if c.export:
             t_export = time.perf_counter()
-            report["export"] = results.export_best(plan, report["best"], log=self.log)
+            report["export"] = results.export_best(plan, report["best"], log=self.log, worker=self._worker)
             report["measured_latency_ms"] = report["export"]["measured_latency_ms"]
             results.attach_agreement(report)  # the export's measurement joins the search's and the re-check's
             report["wall_time_s"] = round(time.perf_counter() - t0, 2)
