@@ -365,7 +365,7 @@ def export_best(plan: Plan, best: dict[str, Any], *, log: Any, worker: ExportWor
         from hwnas.evaluate.quantized import export_inputs
 
         inputs = export_inputs(plan.evaluator, seed=plan.config.seed)
-    job = {
+    job: dict[str, Any] = {
         "space": plan.space,
         "arch": arch,
         "path": out,
