@@ -7,7 +7,9 @@ strategy's proposals, the trials and the per-trial progress lines). Per round it
 
 - ``total``: the child's wall time, start to exit;
 - ``fixed``: ``total`` less the trial loop (Python start-up, imports, config and the up-front
-  checks, the report, and the export with its checker, parity and re-measure);
+  checks, the report, and the export with its checker, parity and re-measure; on two cores the
+  export's imports run in a worker process during the trial loop, hwnas/search/export_worker.py,
+  so ``total`` is the figure to compare with a run without it: ``HWNAS_EXPORT_WORKER=0``);
 - ``cpu``: the child's user + system CPU seconds (``resource.getrusage(RUSAGE_CHILDREN)``),
   which the other jobs of a shared machine disturb far less than the wall time;
 - the run's own breakdown (``timings_s``: before_trials, trials, report, export).

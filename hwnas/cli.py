@@ -539,7 +539,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         "trials": len(feas) + summary["degenerate_left_out"],
         "feasible": int(feas.sum()),
         "front": [
-            {"trial": summary["numbers"][i], "accuracy": float(summary["accuracy"][i]), summary["metric"]: float(summary["cost"][i])}
+            {
+                "trial": summary["numbers"][i],
+                "accuracy": float(summary["accuracy"][i]),
+                summary["metric"]: float(summary["cost"][i]),
+                **{f"latency_ms@{d}": float(ms[i]) for d, ms in summary["also_latency_ms"].items()},
+            }
             for i in sorted(range(len(front)), key=lambda i: summary["cost"][i])
             if front[i]
         ],
@@ -563,7 +568,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             "(fast, but no network; --include-degenerate shows them)"
         )
     for p in result["front"]:
-        print(f"  trial {p['trial']:>4}: {p['accuracy']:6.2f} % at {summary['metric']} {p[summary['metric']]:.4g}")
+        # Every device's latency (a multi-device run's further devices are its constraints).
+        also = "".join(f", {d} {p[f'latency_ms@{d}']:.4g} ms" for d in summary["also_latency_ms"])
+        print(f"  trial {p['trial']:>4}: {p['accuracy']:6.2f} % at {summary['metric']} {p[summary['metric']]:.4g}{also}")
     for p in paths:
         print(f"wrote {p}")
     if no_plots_because:

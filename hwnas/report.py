@@ -91,7 +91,11 @@ def run_summary(run: Path, *, degenerate: bool = False) -> dict[str, Any]:
         f = feasible[:k]
         hv.append(hypervolume_2d(np.c_[acc[:k][f], cost[:k][f]], reference, [True, False]) if f.any() else 0.0)
     on_front = {r.number for r in pareto_front(recs, [True, False], degenerate=degenerate)}
+    # A multi-device run's further devices (constraints beside the first): each trial's latency on each.
+    also = [str(d) for d in cfg.get("also_devices") or []]
+    also_ms = {d: np.array([r.costs.get(f"latency_ms@{d}", np.nan) for r in recs], dtype=float) for d in also}
     return {
+        "also_latency_ms": also_ms,
         "run": str(run),
         "config": cfg,
         "metric": metric,

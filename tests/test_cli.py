@@ -230,3 +230,16 @@ def test_several_devices_on_the_command_line(tmp_path: Path, capsys: pytest.Capt
     )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["also_devices"][0]["device"] == "raspi4" and report["also_devices"][0]["latency_budget_ms"] == 15.0
+
+
+def test_report_shows_every_devices_latency_on_the_front(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 24 item 7: a multi-device run's second device was missing from 'hwnas report'.
+    argv = ["search", "--device", "pixel3", "--latency", "5ms", "--device", "raspi4", "--latency", "15ms", "--trials", "15"]
+    assert main([*argv, "--out", str(tmp_path / "r"), "-q", "--no-export"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "r"), "--no-plots", "--json"]) == 0
+    front = json.loads(capsys.readouterr().out)["front"]
+    assert front and all(0 < p["latency_ms@raspi4"] <= 15.0 and 0 < p["latency_ms"] <= 5.0 for p in front)
+    assert main(["report", str(tmp_path / "r"), "--no-plots"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  trial")]
+    assert len(lines) == len(front) and all(", raspi4 " in line and line.endswith(" ms") for line in lines)
