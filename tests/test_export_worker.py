@@ -83,3 +83,40 @@ def test_only_runs_that_export_measure_nothing_and_have_two_cores_want_one(monke
     assert not export_worker.wanted(export=True, measures=False, cpus=1)
     monkeypatch.setenv("HWNAS_EXPORT_WORKER", "0")
     assert not export_worker.wanted(export=True, measures=False, cpus=2)
+
+
+def test_ctrl_c_to_the_whole_group_stops_the_worker_quietly(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C reaches the worker too: the parent says its one line, the child nothing.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def own_group() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setpgrp()
+
+    cmd = [sys.executable, "-m", "hwnas", "search", "--device", "pixel3", "--latency", "5ms", "--trials", "5000"]
+    env = {**os.environ, "HWNAS_EXPORT_WORKER": "1"}
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "r")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=own_group, env=env
+    )
+    assert proc.stderr is not None
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120 and "[  20/5000" not in proc.stderr.readline():
+        pass
+    os.killpg(proc.pid, signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 130, rest[-2000:]
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest[-2000:]
+    assert rest.strip().splitlines()[-1].startswith("hwnas: interrupted; completed trials are kept")
+    left = True
+    deadline = time.monotonic() + 10
+    while left and time.monotonic() < deadline:  # nothing of the group is left: the worker is gone too
+        try:
+            os.killpg(proc.pid, 0)
+            time.sleep(0.2)
+        except ProcessLookupError:
+            left = False
+    assert not left, subprocess.run(["ps", "-o", "pid,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout

@@ -609,6 +609,8 @@ def test_export_failure_after_a_search_keeps_the_study_and_report(
         raise HwnasError("exported model failed onnx.checker: planted failure")
 
     monkeypatch.setattr(hwnas.export, "export_verified", failing_export)
+    # The failure is planted in this process: the export worker's child would not see it.
+    monkeypatch.setenv("HWNAS_EXPORT_WORKER", "0")
     run = tmp_path / "run"
     argv = ["search", "--device", "pixel3", "--latency", "20ms", "--trials", "2", "--strategy", "random", "--out", str(run), "-q"]
     code, _, err, elapsed = _run(argv, capsys)

@@ -92,3 +92,29 @@ def test_heartbeat_without_a_total_counts_and_gives_no_eta() -> None:
 
 def test_clock_text() -> None:
     assert [clock_text(s) for s in (0, 59.4, 61, 3600, 3725)] == ["0:00", "0:59", "1:01", "1:00:00", "1:02:05"]
+
+
+def test_profiles_cell_structure_phase_says_its_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 24 item 12: 'hwnas profile' was silent for the 100 s of this phase.
+    import numpy as np
+
+    from hwnas.search import progress
+    from hwnas.spaces import _nb201_graph as nb201_graph
+    from hwnas.spaces import get_space
+
+    class Eager(progress.Heartbeat):  # every count it is told, without waiting 10 s
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            super().__init__(*args, **{**kwargs, "every_s": 0.0})
+
+    def features(provider: str, *, progress=None, **kw):  # type: ignore[no-untyped-def]
+        for i in range(0, 15_625, 5_000):
+            progress(i, 15_625)
+        return np.zeros((15_625, 2 * len(nb201_graph.NODE_TYPES)), np.int16)
+
+    monkeypatch.setattr(progress, "Heartbeat", Eager)
+    monkeypatch.setattr(nb201_graph, "all_cell_features", features)
+    said: list[str] = []
+    get_space("nb201").lut_codec().measure_structure("CPUExecutionProvider", said.append)
+    counts = [line for line in said if "/15,625 cells (" in line]
+    assert [c.split(": ")[1].split(" ")[0] for c in counts] == ["0/15,625", "5,000/15,625", "10,000/15,625", "15,000/15,625"]
+    assert said[-1].startswith("  cell graph structure of 15,625 cells: done in")

@@ -18,9 +18,13 @@ child's imports would load the core a measurement times on. ``HWNAS_EXPORT_WORKE
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from hwnas.errors import HwnasError
@@ -52,7 +56,11 @@ class ExportWorker:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child,), name="hwnas-export", daemon=True)
-        self._proc.start()
+        # Ctrl-C reaches the terminal's whole process group: the parent owns the interrupt (it prints
+        # the one line and stops the child). The child is started with SIGINT ignored (inherited
+        # across its exec), so not even its start-up, before _serve runs, prints a traceback.
+        with _sigint_ignored():
+            self._proc.start()
         child.close()
 
     def export(self, **kwargs: Any) -> Any:
@@ -92,6 +100,18 @@ class ExportWorker:
         return self._proc.pid
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can be set from the main thread only
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def start(*, export: bool, measures: bool) -> ExportWorker | None:
     """A worker for a run that :func:`wanted` one, else None (also where spawning fails)."""
     if not wanted(export=export, measures=measures):
@@ -105,25 +125,28 @@ def start(*, export: bool, measures: bool) -> ExportWorker | None:
 
 def _serve(conn: Any) -> None:
     """The child: import what the export needs, then run the one job sent, and answer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as it was started (see ExportWorker)
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
         import torch  # noqa: F401
 
-        import hwnas.export  # noqa: F401  (torch, onnx and onnxruntime come with it at first use)
+        import hwnas.export  # noqa: F401
 
         kwargs = conn.recv()
-    except (EOFError, OSError, KeyboardInterrupt):
-        return  # the run ended without an export, or was interrupted
+    except (EOFError, OSError):
+        return  # the run ended without an export
     from hwnas.export import export_verified
 
     try:
         reply: tuple[str, Any] = ("ok", export_verified(**kwargs))
     except HwnasError as exc:
         reply = ("error", exc)
-    except BaseException as exc:
+    except BaseException as exc:  # any other failure: the parent exports in its own process
         reply = ("crash", f"{type(exc).__name__}: {exc}")
     try:
         conn.send(reply)
-    except Exception as exc:
+    except (OSError, EOFError):
+        return  # the parent is gone or stopped waiting
+    except Exception as exc:  # an unpicklable result or error: say so, plainly
         conn.send(("crash", f"cannot send the result: {type(exc).__name__}: {exc}"))
