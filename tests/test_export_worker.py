@@ -53,7 +53,7 @@ def test_a_table_device_search_exports_in_the_worker_the_same_file(
 def test_a_dead_worker_leaves_the_export_to_this_process(tmp_path: Path) -> None:
     worker = export_worker.ExportWorker()
     worker._proc.kill()
-    worker._proc.join()
+    worker._proc.wait()
     assert worker.export(**_job(tmp_path)) is None  # the caller then exports itself
     assert not (tmp_path / "m.onnx").exists()
 
@@ -63,7 +63,7 @@ def test_the_exports_own_error_comes_back_as_it_is(tmp_path: Path) -> None:
     worker = export_worker.ExportWorker()
     with pytest.raises(UsageError, match="it is a folder; give a file name"):
         worker.export(**_job(tmp_path))
-    assert not worker._proc.is_alive()  # one job, then the child is gone
+    assert worker._proc.poll() is not None  # one job, then the child is gone
 
 
 def test_the_worker_exports_what_this_process_would(tmp_path: Path) -> None:
@@ -120,3 +120,24 @@ def test_ctrl_c_to_the_whole_group_stops_the_worker_quietly(tmp_path: Path) -> N
         except ProcessLookupError:
             left = False
     assert not left, subprocess.run(["ps", "-o", "pid,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+
+
+def test_an_unguarded_script_is_not_run_again_by_the_worker(tmp_path: Path) -> None:
+    # A user's script that calls Search(...).run() at its top level, with no __main__ guard: a
+    # multiprocessing spawn would re-run it in the child (a second search); the worker must not.
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    marker = tmp_path / "runs.txt"
+    script.write_text(
+        "import os\n"
+        f"open({str(marker)!r}, 'a').write(str(os.getpid()) + chr(10))\n"
+        "from hwnas.search import Search, SearchConfig\n"
+        f"Search(SearchConfig(device='pixel3', latency_ms=5.0, trials=8, out={str(tmp_path / 'r')!r})).run()\n"
+    )
+    env = {**__import__("os").environ, "HWNAS_EXPORT_WORKER": "1"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(marker.read_text().split()) == 1  # the script ran once
+    assert (tmp_path / "r" / "best.onnx").exists()

@@ -6,8 +6,9 @@ the end. Where the run can use two cores, :func:`start` spawns one child process
 begins; it imports them while the parent runs the trials, then waits for the one export job
 (:func:`hwnas.export.export_verified` with the same arguments) and sends back its result.
 
-The child is a plain ``multiprocessing`` spawn (no fork of a process holding Optuna's storage)
-and daemonic: a run that ends without exporting, fails or is interrupted takes it down. Whatever
+The child is a fresh interpreter (no fork of a process holding Optuna's storage); a run that ends
+without exporting, fails or is interrupted stops it, and a parent that dies closes its pipe, on
+which the child ends. Whatever
 goes wrong with the child itself (it died, a result cannot be sent) is not the user's problem:
 the export then runs in this process as it would without a worker. An error the export raises
 (a :class:`~hwnas.errors.HwnasError`: an unwritable path, a failed check) is raised here as is.
@@ -20,11 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from typing import Any
 
 from hwnas.errors import HwnasError
@@ -50,30 +54,53 @@ def wanted(*, export: bool, measures: bool, cpus: int | None = None) -> bool:
 
 
 class ExportWorker:
-    """One spawned child holding torch, onnx and ONNX Runtime, for one export."""
+    """One child process holding torch, onnx and ONNX Runtime, for one export.
+
+    A fresh ``python -c`` that imports this module (not a ``multiprocessing`` spawn, which re-runs
+    the parent's main script: an unguarded user script calling ``Search(...).run()`` would start
+    its search again in the child), talking over two pipes with ``multiprocessing.connection``'s
+    pickled messages. It sees the parent's ``sys.path``.
+    """
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child,), name="hwnas-export", daemon=True)
-        # Ctrl-C reaches the terminal's whole process group: the parent owns the interrupt (it prints
-        # the one line and stops the child). The child is started with SIGINT ignored (inherited
-        # across its exec), so not even its start-up, before _serve runs, prints a traceback.
-        with _sigint_ignored():
-            self._proc.start()
-        child.close()
+        from_parent, to_child = os.pipe()  # (read end, write end)
+        from_child, to_parent = os.pipe()
+        code = "import sys; from hwnas.search.export_worker import _child; _child(int(sys.argv[1]), int(sys.argv[2]))"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        try:
+            # Ctrl-C reaches the terminal's whole process group: the parent owns the interrupt (it
+            # prints the one line and stops the child). The child starts with SIGINT ignored (kept
+            # across its exec), so not even its start-up prints a traceback.
+            with _sigint_ignored():
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-c", code, str(from_parent), str(to_parent)],
+                    pass_fds=(from_parent, to_parent),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                )
+        except BaseException:
+            for fd in (to_child, from_child):
+                os.close(fd)
+            raise
+        finally:
+            os.close(from_parent)
+            os.close(to_parent)
+        self._send = Connection(to_child, readable=False)
+        self._recv = Connection(from_child, writable=False)
 
     def export(self, **kwargs: Any) -> Any:
         """``export_verified(**kwargs)`` in the child; None where the child could not do it (the caller
         then exports in this process). Raises the export's own HwnasError."""
         try:
-            self._conn.send(kwargs)
-            while not self._conn.poll(_POLL_S):
-                if not self._proc.is_alive():
-                    _LOG.debug("export worker exited (code %s) before answering", self._proc.exitcode)
+            self._send.send(kwargs)
+            while not self._recv.poll(_POLL_S):
+                if self._proc.poll() is not None:
+                    _LOG.debug("export worker exited (code %s) before answering", self._proc.returncode)
                     return None
-            status, value = self._conn.recv()
-        except (OSError, EOFError, ValueError, TypeError, AttributeError) as exc:  # pipe gone, or unpicklable
+            status, value = self._recv.recv()
+        except (OSError, EOFError, ValueError, TypeError, AttributeError, pickle.PicklingError) as exc:  # pipe gone, unpicklable
             _LOG.debug("export worker failed: %r", exc)
             return None
         finally:
@@ -87,13 +114,18 @@ class ExportWorker:
 
     def close(self) -> None:
         """Stop the child (idempotent)."""
-        try:
-            self._conn.close()
-        except OSError:
-            pass
-        if self._proc.is_alive():
+        for conn in (self._send, self._recv):
+            try:
+                conn.close()
+            except OSError:
+                pass
+        if self._proc.poll() is None:
             self._proc.terminate()
-        self._proc.join(timeout=5)
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
     @property
     def pid(self) -> int | None:
@@ -123,7 +155,12 @@ def start(*, export: bool, measures: bool) -> ExportWorker | None:
         return None
 
 
-def _serve(conn: Any) -> None:
+def _child(read_fd: int, write_fd: int) -> None:
+    """The child's entry point (``python -c``): serve one job over the two pipes."""
+    _serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+
+
+def _serve(conn: Any, reply_conn: Any) -> None:
     """The child: import what the export needs, then run the one job sent, and answer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as it was started (see ExportWorker)
     try:
@@ -145,8 +182,8 @@ def _serve(conn: Any) -> None:
     except BaseException as exc:  # any other failure: the parent exports in its own process
         reply = ("crash", f"{type(exc).__name__}: {exc}")
     try:
-        conn.send(reply)
+        reply_conn.send(reply)
     except (OSError, EOFError):
         return  # the parent is gone or stopped waiting
     except Exception as exc:  # an unpicklable result or error: say so, plainly
-        conn.send(("crash", f"cannot send the result: {type(exc).__name__}: {exc}"))
+        reply_conn.send(("crash", f"cannot send the result: {type(exc).__name__}: {exc}"))
