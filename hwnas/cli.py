@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from hwnas import __version__
 from hwnas.errors import HwnasError, UsageError
-from hwnas.registry import did_you_mean
+from hwnas.registry import closest, did_you_mean
 from hwnas.units import format_bytes, parse_bytes, parse_count_m, parse_latency_ms
 
 #: Namespace attribute holding the dests of the options the user gave (see :class:`_StoreOnce`).
@@ -95,11 +95,8 @@ def _flag_hint(flag: str, flags: list[str]) -> str:
     """' (did you mean --X?)' for a flag close to one the command takes, judged without the
     leading dashes (every flag shares them: '--bogus' is not close to '--out')."""
     bare = {f.lstrip("-"): f for f in flags if f.startswith("--")}
-    close = did_you_mean(flag.lstrip("-"), list(bare))
-    if not close:
-        return ""
-    name = close.split("'")[1]
-    return f" (did you mean {bare[name]!r}?)"
+    match = closest(flag.lstrip("-"), list(bare))
+    return f" (did you mean {bare[match]!r}?)" if match else ""
 
 
 def _positive_int(text: str) -> int:

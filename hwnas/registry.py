@@ -11,15 +11,21 @@ from hwnas.errors import UsageError
 T = TypeVar("T")
 
 
-def did_you_mean(name: str, valid: list[str]) -> str:
-    """Return ' (did you mean X?)' for a close match (ignoring case first: 'CPU' -> 'cpu'), else ''."""
+def closest(name: str, valid: list[str]) -> str | None:
+    """The valid name ``name`` most likely meant (ignoring case first: 'CPU' -> 'cpu'), or None."""
     if not isinstance(name, str):
-        return ""
+        return None
     folded = {v.casefold(): v for v in valid}
     if name.casefold() in folded and folded[name.casefold()] != name:
-        return f" (did you mean {folded[name.casefold()]!r}?)"
+        return folded[name.casefold()]
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, valid: list[str]) -> str:
+    """Return ' (did you mean X?)' for a close match (see :func:`closest`), else ''."""
+    match = closest(name, valid)
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 class Registry(Generic[T]):

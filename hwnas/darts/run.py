@@ -143,9 +143,10 @@ def run_darts(
     t_select = time.perf_counter()
     timed = Heartbeat(say, "selection: derived networks timed for their exact latency")
     if config.selection == "perturbation":
+        n_choices = sum(len(p) for p in result.probabilities)
         say(
-            f"selection (perturbation): scoring each of {sum(len(p) for p in result.probabilities)} choices by the validation "
-            f"loss without it, on {config.selection_batches} batches ..."
+            f"selection (perturbation): scoring each of {n_choices} choices by the validation loss without it, "
+            f"on {config.selection_batches} batches ..."
         )
         import itertools
 
@@ -156,7 +157,7 @@ def run_darts(
             lat = additive.expected([g.detach().cpu() for g in gates])
             return float(latency_loss(torch.tensor(ce), lat, target_ms, config.latency_term, weight))
 
-        scoring = Heartbeat(say, "selection (perturbation)", total=sum(len(p) for p in result.probabilities), unit="choices scored")
+        scoring = Heartbeat(say, "selection (perturbation)", total=n_choices, unit="choices scored")
         scores = perturbation_scores(supernet, result.probabilities, valid, config.device, arch_loss=arch_loss, progress=scoring)
         say(f"selection (perturbation): scored in {time.perf_counter() - t_select:.0f} s; deriving under {target_ms:g} ms ...")
     else:

@@ -8,9 +8,8 @@ begins; it imports them while the parent runs the trials, then waits for the one
 
 The child is a fresh interpreter (no fork of a process holding Optuna's storage); a run that ends
 without exporting, fails or is interrupted stops it, and a parent that dies closes its pipe, on
-which the child ends. Whatever
-goes wrong with the child itself (it died, a result cannot be sent) is not the user's problem:
-the export then runs in this process as it would without a worker. An error the export raises
+which the child ends. Whatever goes wrong with the child itself (it died, a result cannot be
+sent) is not the user's problem: the export then runs in this process as it would without a worker. An error the export raises
 (a :class:`~hwnas.errors.HwnasError`: an unwritable path, a failed check) is raised here as is.
 
 Only runs whose trials measure nothing start it (a table device): beside a live measurement the
@@ -127,10 +126,6 @@ class ExportWorker:
             self._proc.kill()
             self._proc.wait()
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
 
 @contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
@@ -164,16 +159,15 @@ def _serve(conn: Any, reply_conn: Any) -> None:
     """The child: import what the export needs, then run the one job sent, and answer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as it was started (see ExportWorker)
     try:
-        import onnx  # noqa: F401
+        import onnx  # noqa: F401  (the export imports them at its first use: here, before the job)
         import onnxruntime  # noqa: F401
         import torch  # noqa: F401
 
-        import hwnas.export  # noqa: F401
+        from hwnas.export import export_verified
 
         kwargs = conn.recv()
     except (EOFError, OSError):
         return  # the run ended without an export
-    from hwnas.export import export_verified
 
     try:
         reply: tuple[str, Any] = ("ok", export_verified(**kwargs))

@@ -110,6 +110,3 @@ class Heartbeat:
         if self.total is not None and 0 < done <= self.total:
             eta = f", eta {clock_text(elapsed * (self.total - done) / done)}"
         self._say(f"{self.what}: {count}{' ' + self.unit if self.unit else ''} ({clock_text(elapsed)}{eta})")
-
-    def elapsed(self) -> float:
-        return self._clock() - self.t0

@@ -290,10 +290,10 @@ class Search:
         # From the recent per-trial time: the start-up before the first trial is no trial's cost.
         self._trial_clock.tick(done)
         left = self._trial_clock.eta(int(self.config.trials or 0) - done)
-        eta = "?" if left is None else _clock(left)
+        eta = "?" if left is None else clock_text(left)
         net = self.space.short(self.space.from_string(rec.arch))
         self.log(
-            f"[{done:>4}/{self.config.trials} {_clock(elapsed)} eta {eta}] trial {trial.number:>4} {net}: "
+            f"[{done:>4}/{self.config.trials} {clock_text(elapsed)} eta {eta}] trial {trial.number:>4} {net}: "
             f"{status} {obj.metric.split('_')[0]} {obj.format(rec.values[1]):>10} "
             f"{rec.source(obj.metric) or ''}{over}{reused} | {best}"
         )
@@ -349,9 +349,6 @@ def _strategies_so_far(out: Path, strategy: str) -> list[str]:
     seen = list(old.get("strategies") or [old.get("strategy")]) if isinstance(old, dict) else []
     seen = [str(x) for x in seen if x]
     return seen if strategy in seen else [*seen, strategy]
-
-
-_clock = clock_text  # the progress lines' m:ss
 
 
 def _round_up(value: float, unit: str) -> str:
