@@ -167,6 +167,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         latency_source=args.latency_source,
         table=args.table or "",
         allow_foreign_table=args.allow_foreign_table,
+        force=args.force,
         allow_failing_table=args.allow_failing_table,
         evaluator_options={k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None},
         data=args.data,
@@ -504,6 +505,83 @@ def _arch_from_run(run: Any, trial: int | None) -> tuple[str, str, dict[str, Any
     return report["space"], rec.arch, {"trial": trial, "latency_ms": rec.cost("latency_ms"), "accuracy": rec.attrs.get(ACCURACY)}
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwnas.train_run import train_run
+
+    log = _err if args.json else print
+    report = train_run(
+        Path(args.run),
+        trial=args.trial,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        flip=args.flip,
+        train_device=args.train_device,
+        precision=args.precision,
+        data=args.data,
+        seed=args.seed,
+        log=log,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    test = report["test_accuracy"]
+    onnx_test = report["onnx_test_accuracy"]
+    final = Path(args.run) / "final"
+    print(f"\ntrial {report['trial']} trained on {report['data_name']}: {report['arch']}")
+    print(f"  validation {report['valid_accuracy']:.2f} %, held-out test " + ("none (no test split)" if test is None else f"{test:.2f} %"))
+    lat = report["latency_ms"]
+    budget = report["latency_budget_ms"]
+    if lat is not None:
+        verdict = "" if budget is None else (f", meets {budget:g} ms" if report["meets_budget"] else f", OVER the {budget:g} ms budget")
+        print(f"  {final / 'best.onnx'}: {lat:.4g} ms on {report['device']}{verdict}; test in ONNX Runtime {onnx_test:.2f} %")
+    else:
+        print(f"  {final / 'best.onnx'}: {report['latency_source']}")
+    if report.get("int8"):
+        q = report["int8"]
+        ms = "" if q["latency_ms"] is None else f", {q['latency_ms']:.4g} ms"
+        print(f"  {final / 'best-int8.onnx'}: test {q['test_accuracy']:.2f} % (INT8 loses {q['test_drop_points']:.2f} points){ms}")
+    print(
+        f"  report {final / 'report.json'}" + (f", curve {report['curve_png']}" if report["curve_png"] else " (curve.png needs matplotlib)")
+    )
+    print(f"  try it: hwnas predict {final / 'best.onnx'} IMAGE.png")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hwnas.preprocess import load_images, read
+
+    pre = read(args.model)
+    if args.top < 1:
+        raise UsageError(f"--top must be >= 1, got {args.top}; e.g. --top 3")
+    x = load_images(args.images, pre)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    labels = pre["labels"]
+    rows = []
+    for path, p in zip(args.images, probs, strict=True):
+        order = np.argsort(-p, kind="stable")[: args.top]
+        rows.append(
+            {"image": path, "top": [{"label": labels[i] if i < len(labels) else str(i), "probability": float(p[i])} for i in order]}
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['image']}: " + ", ".join(f"{t['label']} {100 * t['probability']:.1f} %" for t in row["top"]))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -668,6 +746,8 @@ COMMANDS = {
     "search": "search the accuracy/latency Pareto front and export the best feasible network",
     "export": "export an architecture or a run's trial to a verified ONNX model",
     "profile": "measure a device and build the latency lookup table the search uses",
+    "train": "final training of a run's best network on your data: a trained, verified, re-measured model",
+    "predict": "top classes of images from an exported model, using nothing but its metadata",
     "report": "Pareto front and hypervolume curve of a run (PNG and numbers)",
     "dashboard": "open a run's study in optuna-dashboard (pip install 'hwnas[dashboard]')",
     "devices": "list latency targets",
@@ -785,6 +865,11 @@ def _search_options(s: argparse.ArgumentParser) -> None:
         "~/.local/share/hwnas/latency_tables on Linux)",
     )
     s.add_argument("--allow-foreign-table", action="store_true", help="use a lookup table built on another machine or runtime")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="use a device's latency table although it was measured for networks of another input shape than --data's (warned loudly)",
+    )
     s.add_argument("--allow-failing-table", action="store_true", help="use the --table although it failed its check (profile --force)")
     g = s.add_argument_group("differentiable search (--strategy darts) and training evaluators")
     g.add_argument(
@@ -921,7 +1006,37 @@ def _spaces_options(sp: argparse.ArgumentParser) -> None:
     sp.set_defaults(handler=cmd_spaces)
 
 
+def _train_options(t: argparse.ArgumentParser) -> None:
+    from hwnas.final import FinalSettings
+
+    d = FinalSettings()
+    t.add_argument("run", help="a run folder of 'hwnas search'")
+    t.add_argument("--trial", type=_int, help="trial number in RUN (default: the run's best feasible network)")
+    t.add_argument("--epochs", type=_int, help=f"epochs (default {d.epochs}; supernet runs fine-tune their inherited weights for 20)")
+    t.add_argument("--batch", type=_int, help=f"batch size (default {d.batch})")
+    t.add_argument("--lr", type=float, help=f"peak learning rate after the warm-up (default {d.lr:g}; fine-tuning 0.2 of it)")
+    t.add_argument("--flip", action="store_true", help="random horizontal flips too (off by default: they change digits and text)")
+    t.add_argument("--train-device", default="cpu", help="cpu (default) or cuda")
+    t.add_argument(
+        "--precision", choices=("fp32", "int8"), default="fp32", help="int8: also best-int8.onnx, calibrated on your training images"
+    )
+    t.add_argument("--data", help="train on other data than the run's --data (the network is built for its shape)")
+    t.add_argument("--seed", type=_int, default=0, help="seed of the initial weights, shuffling and augmentation (default 0)")
+    t.add_argument("--json", action="store_true", help="print the final report as JSON on stdout")
+    t.set_defaults(handler=cmd_train)
+
+
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an .onnx file exported by hwnas (it carries its hwnas.preprocessing metadata)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, ...)")
+    p.add_argument("--top", type=_int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON on stdout")
+    p.set_defaults(handler=cmd_predict)
+
+
 _BUILDERS = {
+    "train": _train_options,
+    "predict": _predict_options,
     "search": _search_options,
     "export": _export_options,
     "profile": _profile_options,

@@ -103,6 +103,8 @@ class Dataset:
         test: the format's official test split (e.g. CIFAR's ``test_batch.bin``), if any.
         labels: the class names, ``labels[i]`` naming label ``i`` (for deployment metadata), if known.
         valid: a validation split given with the data (an image folder's ``val/``), if any.
+        pixel_scale: what a stored pixel value is multiplied by to give ``x`` (1/255 for 8-bit images,
+            1/16 for the digits' 0..16 counts, 1 for float arrays): a deployed model's preprocessing.
     """
 
     name: str
@@ -113,6 +115,7 @@ class Dataset:
     test: Dataset | None = None
     labels: list[str] | None = None
     valid: Dataset | None = None
+    pixel_scale: float = 1 / 255
 
     def __post_init__(self) -> None:
         x, y = self.x, self.y
@@ -201,6 +204,7 @@ def _load_digits(data_dir: Path) -> Dataset:
         num_classes=10,
         source=_DIGITS_SOURCE,
         labels=[str(d) for d in range(10)],
+        pixel_scale=1 / 16,
     )
 
 
@@ -362,8 +366,9 @@ def _load_npz_file(arg: str) -> Dataset:
         )
     name = path.stem
     source = str(path.resolve())
-    test = Dataset(f"{name}/test", *parts[1], num_classes, source) if len(parts) == 2 else None
-    return Dataset(name, x, y, num_classes, source, test)
+    scale = 1 / 255 if arrays["x"].dtype == np.uint8 else 1.0
+    test = Dataset(f"{name}/test", *parts[1], num_classes, source, pixel_scale=scale) if len(parts) == 2 else None
+    return Dataset(name, x, y, num_classes, source, test, pixel_scale=scale)
 
 
 # --------------------------------------------------------------------------- image folder
@@ -462,7 +467,7 @@ def split(ds: Dataset, fractions: Sequence[float], seed: int) -> list[Dataset]:
                 "use fewer parts (e.g. (0.5, 0.5)) or more data"
             )
         x = ds.x.take(idx) if isinstance(ds.x, ImageFiles) else ds.x[idx]
-        out.append(Dataset(f"{ds.name}[{i}]", x, ds.y[idx], ds.num_classes, ds.source, ds.test, ds.labels, ds.valid))
+        out.append(Dataset(f"{ds.name}[{i}]", x, ds.y[idx], ds.num_classes, ds.source, ds.test, ds.labels, ds.valid, ds.pixel_scale))
     return out
 
 

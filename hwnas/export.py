@@ -205,6 +205,41 @@ def export_verified(
 PARITY_INPUTS = 64
 
 
+def export_int8(
+    fp32_path: str | Path,
+    path: str | Path,
+    *,
+    calibration: Calibration,
+    parity_inputs: tuple[np.ndarray, str],
+    device: Device | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The checked FP32 model at ``fp32_path`` quantized (ONNX Runtime static QDQ) with
+    ``calibration``, checked again, compared with its source on ``parity_inputs`` and written to
+    ``path``; timed on ``device`` at INT8 where it measures. Returns the quantization's figures,
+    with ``measurement`` (a :class:`Measurement` or None).
+
+    Raises:
+        UsageError: the file cannot be read or written; the device does not run INT8.
+        QuantizationFailed: ONNX Runtime could not quantize the model.
+    """
+    path, fp32_path = Path(path), Path(fp32_path)
+    _check_writable(path)
+    try:
+        fp32 = fp32_path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {fp32_path}: {exc.strerror}") from None
+    shape = tuple(int(v) for v in calibration.samples.shape[1:])
+    at_int8 = device.with_precision("int8") if device is not None else None
+    data, info = _quantized(fp32, shape, calibration, parity_inputs, seed, fp32_name=fp32_path.name)
+    _atomic_write(path, data)
+    measurement = None
+    kind = device_kind(at_int8.kind) if at_int8 is not None else None
+    if at_int8 is not None and kind is not None and kind.measure is not None and kind.measures_onnx:
+        measurement = kind.measure(at_int8, data, shape)
+    return {**info, "path": str(path), "measurement": measurement}
+
+
 def _quantized(
     fp32: bytes,
     shape: tuple[int, ...],

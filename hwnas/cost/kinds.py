@@ -25,6 +25,19 @@ ORT_KEYS = {
 }
 
 
+def table_shape_note(space: SearchSpace) -> str | None:
+    """Why tables of the registered space (``hwnas profile --space``, the shipped benchmark tables)
+    do not time ``space``'s networks (None where they do): ``space`` was built for the user's data
+    (:meth:`~hwnas.spaces.SearchSpace.for_data`) and its networks take another input shape."""
+    from hwnas.spaces import get_space
+
+    own = get_space(space.name)
+    if getattr(space, "dataset", None) != getattr(own, "dataset", None) and hasattr(own, "with_dataset"):
+        own = own.with_dataset(space.dataset)  # type: ignore[attr-defined]
+    arch = space.smallest()
+    return space.shape_note(arch, own.input_shape(arch))
+
+
 def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, live: Callable[[], CostSource]) -> CostSource:
     """The latency source of a device that measures: ``auto``, this device's lookup table when one
     was built through it, still matches it and did not fail its check, else ``live()``; ``lut`` and
@@ -64,6 +77,15 @@ def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, l
         say(f"no lookup table for {device.name}/{space.name} in {folder}{moved}: measuring every candidate live; build one with {build}")
         return live()
     table = request.loaded if request.loaded is not None else LatencyTable.load(path)
+    shape = table_shape_note(space)
+    if shape and not request.force_shape:
+        if source == "lut" or request.table:
+            raise UsageError(
+                f"latency table {path} was built for the {space.name} space's own networks, but {shape}; measure live with "
+                "--latency-source measure (or drop --latency-source and --table), or pass --force to use the table anyway"
+            )
+        say(f"note: not using latency table {path} (built for the {space.name} space's own networks; {shape}); measuring live instead")
+        return live()
     wrong = table.precision_mismatch(device.precision, device.name, space.name)
     if wrong and request.table:
         raise UsageError(wrong)  # a table the user named is used or refused, never passed over
@@ -157,6 +179,10 @@ def _parse_tables(settings: dict[str, Any], path: Any) -> dict[str, Any]:
     return {**settings, "tables": tables}
 
 
+#: The input (C, H, W) of the networks the shipped benchmark tables were measured on (NB201: CIFAR-10's).
+BENCHMARK_INPUT_SHAPES = {"nb201": (3, 32, 32)}
+
+
 def _table_latency(device: Device, space: SearchSpace, request: LatencyRequest) -> CostSource:
     from hwnas.cost.latency import BenchmarkTableLatency
 
@@ -164,7 +190,23 @@ def _table_latency(device: Device, space: SearchSpace, request: LatencyRequest) 
         raise UsageError(
             f"device {device.name!r} cannot be measured here; its latency comes from its benchmark table (--latency-source table or auto)"
         )
-    return BenchmarkTableLatency(device, space)
+    measured_on = BENCHMARK_INPUT_SHAPES.get(space.name)
+    note = space.shape_note(space.smallest(), measured_on) if measured_on else None
+    source = BenchmarkTableLatency(device, space)
+    if note and not request.force_shape:
+        shown = "x".join(map(str, measured_on or ()))
+        raise UsageError(
+            f"device {device.name!r} has latencies of {space.name} networks taking {shown} input only, but {note.split(', the table')[0]}; "
+            f"time them on a live device (--device cpu), an agent's device file, or a table you build with 'hwnas profile', "
+            f"or pass --force to use the {shown} figures anyway"
+        )
+    if note:
+        source.shape_warning = (
+            f"WARNING: --force: device {device.name!r}'s latencies are for {space.name} networks taking "
+            f"{'x'.join(map(str, measured_on or ()))} input, but {note.split(', the table')[0]}: every latency of this run is another "
+            "network's; time the real ones on a live device before deploying"
+        )
+    return source
 
 
 def _table_summary(device: Device) -> str:

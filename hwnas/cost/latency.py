@@ -141,6 +141,11 @@ class BenchmarkTableLatency(LatencyModel):
         self.bench = bench
         self.ref = ref
         self.values = nb201_latency(ref.table)
+        #: Set where ``--force`` took the table for networks of another input shape (see hwnas.cost.kinds).
+        self.shape_warning: str | None = None
+
+    def warnings(self) -> list[str]:
+        return [self.shape_warning] if self.shape_warning else []
 
     def _source(self) -> str:
         return "table (estimated)" if self.ref.estimated else "table"
@@ -171,6 +176,7 @@ class BenchmarkTableLatency(LatencyModel):
             "estimated": self.ref.estimated,
             "reference": self.ref.source,
             "precision": "fp32",
+            **({"forced_for_another_shape": self.shape_warning} if self.shape_warning else {}),
         }
 
 

@@ -123,6 +123,8 @@ class LatencyRequest:
     log: Callable[[str], None] | None = None
     #: The table at ``table``, where the caller has loaded (and so checked) it already.
     loaded: Any = None
+    #: Use a table measured for networks of another input shape than the run's (``--force``; warned loudly).
+    force_shape: bool = False
 
 
 def onnx_model(device: Device, module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:

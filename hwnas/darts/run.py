@@ -39,9 +39,13 @@ class DartsOutcome:
     additive: AdditiveLatency
     supernet_valid_accuracy: float
     uncapped: Arch
+    #: The derived network's inherited-weight accuracy on the held-out test split (None: the data has none).
     uncapped_skip_share: float
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    #: The derived network's inherited-weight accuracy on the held-out test split (None: the data has none).
+    test_accuracy: float | None = None
+    test_source: str = ""
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe digest for a trial's attributes and reports."""
@@ -57,6 +61,8 @@ class DartsOutcome:
             "epochs_run": len(self.result.history),
             "last_epoch": None if last is None else {k: v for k, v in last.__dict__.items() if k != "derived"},
             "supernet_valid_accuracy": self.supernet_valid_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "test_source": self.test_source,
             "additive_latency_fit": self.additive.fit | {"source": self.additive.source},
             "data": self.data,
             "seconds": round(self.seconds, 1),
@@ -92,9 +98,14 @@ def run_darts(
     t0 = time.perf_counter()
     say = log or (lambda _: None)
     ds = load_data(data)
-    search_train, search_valid, _ = search_splits(ds, data_seed)
+    search_train, search_valid, search_test = search_splits(ds, data_seed)
     torch.manual_seed(config.seed)  # the supernet's initial weights: the same for the same seed
     supernet = make_supernet(space, num_classes=ds.num_classes, in_channels=ds.input_shape[0], resolution=resolution, width=width)
+    from hwnas.evaluate.train import input_size
+
+    # The images as the derived network takes them (one shape truth): resized to its resolution where the space searches one.
+    size = input_size(space, supernet.derive([0] * len(supernet.decisions())), ds)
+    batches = functools.partial(batches, size=size)
     additive = fit_additive_latency(supernet, latency_model)
     f = additive.fit
     say(
@@ -184,6 +195,8 @@ def run_darts(
     # The derived network with the supernet's weights (batch-norm statistics re-estimated) on the valid split.
     sub = _inherited(supernet, picks)
     valid_acc = float("nan")
+    test_acc: float | None = None
+    test_source = "the space's DARTS supernet gives no stand-alone derived network to score"
     if sub is not None:
         from hwnas.training import accuracy
 
@@ -193,6 +206,11 @@ def run_darts(
             for x, _ in batches(search_train, config.batch, shuffle=True, seed=0):
                 sub(x.to(config.device))
         valid_acc = accuracy(sub, batches(search_valid, 256, shuffle=False, seed=0), config.device)
+        if search_test is not None and len(search_test):
+            test_acc = accuracy(sub, batches(search_test, 256, shuffle=False, seed=0), config.device)
+            test_source = f"held-out test split of {ds.name} ({len(search_test)} images), inherited weights, never used by the search"
+        else:
+            test_source = f"{ds.name} has no held-out test split"
     lat = latency_model.latency(arch)
     say(
         f"derived {space.to_string(arch)}: {lat.ms:.3f} ms ({lat.source}), skip share {skip_share(supernet, picks):.2f}, "
@@ -219,6 +237,8 @@ def run_darts(
             "seed": data_seed,
         },
         seconds=time.perf_counter() - t0,
+        test_accuracy=test_acc,
+        test_source=test_source,
     )
 
 

@@ -50,6 +50,16 @@ class EvalContext:
     storage: str = ""
     study: str = ""
     log: Callable[[str], None] = field(default=lambda s: None, repr=False, compare=False)
+    #: The dataset of ``data``, where the run has loaded it already (a :class:`hwnas.datasets.Dataset`).
+    dataset: Any = field(default=None, repr=False, compare=False)
+
+    def load_data(self) -> Any:
+        """The dataset of ``data``: the one the run loaded, else read now."""
+        if self.dataset is not None:
+            return self.dataset
+        from hwnas.datasets import load_data
+
+        return load_data(self.data)
 
 
 def check_train_device(device: str) -> None:
@@ -78,6 +88,17 @@ class Evaluator(Protocol):
         """The network it scored, with the weights it scored (a ``hwnas.export.TrainedNetwork``),
         for the export; None where it keeps no weights (the export is then untrained)."""
         ...
+
+
+def test_accuracy(evaluator: Any, arch: Arch) -> tuple[float | None, str]:
+    """(held-out test accuracy in %, or None; where it comes from, or why there is none) of the
+    network ``evaluator`` scored for ``arch``: asked once, at the end of a search, for the best
+    network; never a signal of the search."""
+    ask = getattr(evaluator, "test_accuracy", None)
+    if ask is None:
+        return None, f"evaluator {getattr(evaluator, 'name', '?')!r} has no held-out test split"
+    value, source = ask(arch)
+    return (None if value is None else float(value)), str(source)
 
 
 EVALUATORS: Registry[Callable[..., Evaluator]] = Registry("evaluator")

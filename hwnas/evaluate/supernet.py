@@ -8,10 +8,11 @@ well under a second: its subnet's BatchNorm statistics are re-estimated on a fix
 training images (the shared running statistics fit no single subnet) and its accuracy is
 measured on the validation split. The test split is never used here.
 
-Every width, depth, kernel and expansion of the space inherits weights; the input resolution
-does not change the network, which runs on the images at their own size (8x8 for digits): the
-arch's resolution sets its latency only. :meth:`SupernetEvaluator.build_trained` gives the
-search the candidate with its inherited weights, so ``best.onnx`` is the network that was scored.
+Every width, depth, kernel and expansion of the space inherits weights; each subnet takes the
+images resized to its arch's resolution, in training (Once-for-All's elastic resolution), in
+scoring and in deployment: the network that is timed is the one that is scored and exported.
+:meth:`SupernetEvaluator.build_trained` gives the search the candidate with its inherited weights,
+so ``best.onnx`` is the network that was scored.
 
 Options (``SearchConfig.evaluator_options``): ``epochs`` (supernet training epochs), ``batch``,
 ``lr``; any other is refused.
@@ -96,6 +97,7 @@ class SupernetEvaluator:
     """Weight-sharing evaluation (Once-for-All, Cai et al., ICLR 2020) of the candidates of a space with an elastic supernet."""
 
     name = "supernet"
+    trains_on_data = True
 
     def __init__(self, space: SearchSpace, *, context: EvalContext | None = None, **options: Any) -> None:
         if not space.offers("elastic_supernet"):
@@ -111,11 +113,12 @@ class SupernetEvaluator:
         self.context = context or EvalContext()
         check_train_device(self.context.train_device)
         self.settings = resolve_options(options, seed=self.context.seed)
-        from hwnas.datasets import evaluation_splits, load_data
+        from hwnas.datasets import evaluation_splits
+        from hwnas.evaluate.train import data_space
 
-        self.data = load_data(self.context.data)
+        self.data = self.context.load_data()
         self.train, self.valid, self.test = evaluation_splits(self.data, SPLIT_SEED)
-        self.local = space.for_data(in_channels=self.data.input_shape[0], num_classes=self.data.num_classes)
+        self.local = data_space(space, self.data)
         out = self.context.out_dir
         self.checkpoint = None if out is None else out / CHECKPOINT_NAME
         self._supernet: ElasticMBConvNet | None = None
@@ -129,8 +132,8 @@ class SupernetEvaluator:
         distill = ", in-place distillation" if s.distill else ""
         return (
             f"supernet: inherited weights from an OFA supernet ({s.epochs} epochs, sandwich rule: largest + smallest + "
-            f"{s.random_subnets} random{distill}) on {self.data.name}, images at their own {h}x{w} (the arch's resolution sets latency "
-            f"only), BN recalibrated on {self._recalibration_count()} training images, validation split ({len(self.valid)} images)"
+            f"{s.random_subnets} random{distill}) on {self.data.name}, {h}x{w} images resized to each subnet's input, "
+            f"BN recalibrated on {self._recalibration_count()} training images, validation split ({len(self.valid)} images)"
         )
 
     def describe(self) -> dict[str, Any]:
@@ -184,6 +187,7 @@ class SupernetEvaluator:
                     identity=self._identity(),
                     device=self.context.train_device,
                     log=say,
+                    input_for=self._input_for,
                 )
         except FloatingPointError as exc:
             raise UsageError(f"supernet training diverged: {exc}") from None
@@ -196,6 +200,21 @@ class SupernetEvaluator:
             say(f"supernet: {label} subnet {self._score(arch):.2f} % on the validation split (BN recalibrated)")
         return net
 
+    def _size(self, arch: Arch) -> int | None:
+        """The side ``arch``'s subnet takes the images at (None: their own size)."""
+        from hwnas.evaluate.train import input_size
+
+        return input_size(self.local, arch, self.data)
+
+    def _input_for(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        """A batch as ``arch``'s subnet takes it: resized to its input (bilinear, antialiased)."""
+        import torch.nn.functional as F
+
+        size = self._size(arch)
+        if size is None or tuple(x.shape[2:]) == (size, size):
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
     def _identity(self) -> dict[str, Any]:
         """What else a checkpoint must match to be resumed: the data and its split."""
         return {
@@ -205,6 +224,7 @@ class SupernetEvaluator:
             "input_shape": list(self.data.input_shape),
             "train_images": len(self.train),
             "split_seed": SPLIT_SEED,
+            "subnet_input": "resized to the arch's resolution",
         }
 
     def _recalibration_count(self) -> int:
@@ -218,26 +238,39 @@ class SupernetEvaluator:
         net = self.supernet()
         dev = self.context.train_device
         # The first images of the seeded order, decoded alone (an image folder is never read whole).
-        x_all, _ = next(batches(self.train, self._recalibration_count(), shuffle=True, seed=self.settings.seed))
+        x_all, _ = next(batches(self.train, self._recalibration_count(), shuffle=True, seed=self.settings.seed, size=self._size(arch)))
         images = (x_all[i : i + self.settings.batch].to(dev) for i in range(0, len(x_all), self.settings.batch))
         recalibrate_batchnorm(net, lambda x: net(x, arch), (x for x in images if len(x) >= 2))
 
     def _score(self, arch: Arch) -> float:
         """Validation accuracy (%) of ``arch`` with inherited weights, BN recalibrated."""
+        self._recalibrate(arch)
+        return self._accuracy(arch, self.valid)
+
+    def _accuracy(self, arch: Arch, ds: Any) -> float:
+        """Top-1 accuracy (%) of ``arch``'s subnet (BN recalibrated already) on ``ds``."""
         import torch
 
         from hwnas.datasets import batches
 
         net = self.supernet()
-        self._recalibrate(arch)
         dev = self.context.train_device
         correct = n = 0
         with torch.no_grad():
-            for x, y in batches(self.valid, 256, shuffle=False):
+            for x, y in batches(ds, 256, shuffle=False, size=self._size(arch)):
                 out = net(x.to(dev), arch)
                 correct += int((out.argmax(1).cpu() == y).sum())
                 n += len(y)
         return 100.0 * correct / max(1, n)
+
+    def test_accuracy(self, arch: Arch) -> tuple[float | None, str]:
+        """Top-1 accuracy (%) of ``arch`` with inherited weights on the held-out test split."""
+        if len(self.test) == 0:
+            return None, f"{self.data.name} has no test split"
+        arch = self.space.validate(arch)
+        self._recalibrate(arch)
+        value = self._accuracy(arch, self.test)
+        return value, f"held-out test split of {self.data.name} ({len(self.test)} images), inherited weights, never used by the search"
 
     # -- the evaluator interface -------------------------------------------------------
     def evaluate(self, arch: Arch, trial: Any = None) -> Accuracy:
@@ -268,7 +301,7 @@ class SupernetEvaluator:
         return TrainedNetwork(
             model=model,
             input_shape=self.local.input_shape(arch),
-            data_shape=self.data.input_shape,
+            data_shape=self.local.input_shape(arch),  # the images are resized to it to train and score it
             weights=(
                 f"inherited from an OFA supernet trained {s.epochs} epochs on {self.data.name} (seed {s.seed}), BatchNorm recalibrated "
                 f"on {self._recalibration_count()} training images; {self.data.num_classes} classes, "

@@ -17,9 +17,12 @@ is recorded as pruned. A diverged training (NaN or infinite loss) raises
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwnas.errors import UsageError
@@ -43,11 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "schedule": "cosine",
     "weight_decay": 5e-4,
     "pruner": "none",
-    "resolution": "auto",
 }
 PRUNERS = ("none", "median", "halving")
-#: auto: the arch's resolution when that does not upsample the images, else their own size.
-RESOLUTIONS = ("auto", "arch", "data")
 #: MedianPruner: no pruning before 5 candidates have completed, and a candidate is judged from the
 #: middle of its training on: on digits most networks are still at chance level in eval mode after
 #: epoch 1 and their ranking settles only halfway through the cosine schedule.
@@ -58,6 +58,8 @@ HALVING_FACTOR = 2
 SPLIT_SEED = 0
 #: Seconds between progress lines while a candidate trains.
 PROGRESS_EVERY_S = 10.0
+#: Folder of the run where each trained candidate's weights are kept (for its export and ``hwnas train``).
+WEIGHTS_DIR = "weights"
 
 
 def pruner_settings(pruner: str, epochs: int) -> dict[str, int] | None:
@@ -80,6 +82,11 @@ def resolve_options(options: dict[str, Any]) -> dict[str, Any]:
     Raises:
         UsageError: for an unknown option or a bad value, naming the option, the value and an example.
     """
+    if "resolution" in options:
+        raise UsageError(
+            "evaluator 'train' has no option 'resolution' any more: a network is trained at the input it is timed and deployed at "
+            "(the data's size, or the arch's resolution in a space that searches it); drop it"
+        )
     for name in options:
         if name not in DEFAULTS:
             valid = sorted(DEFAULTS)
@@ -100,7 +107,7 @@ def resolve_options(options: dict[str, Any]) -> dict[str, Any]:
         out[name] = float(v)
     from hwnas.training import OPTIMIZERS, SCHEDULES
 
-    choices: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "pruner": PRUNERS, "resolution": RESOLUTIONS}
+    choices: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "pruner": PRUNERS}
     for name, allowed in choices.items():
         if out[name] not in allowed:
             raise bad(name, " | ".join(allowed))
@@ -111,18 +118,19 @@ class TrainEvaluator:
     """Short stand-alone training of each candidate; the signal is its validation accuracy."""
 
     name = "train"
+    trains_on_data = True
 
     def __init__(self, space: SearchSpace, *, context: EvalContext | None = None, **options: Any) -> None:
         self.options = resolve_options(options)
-        self.space = space
         self.context = context or EvalContext()
         check_train_device(self.context.train_device)
-        from hwnas.datasets import evaluation_splits, load_data
+        from hwnas.datasets import evaluation_splits
 
-        self.data = load_data(self.context.data)
+        self.data = self.context.load_data()
         self.train, self.valid, self.test = evaluation_splits(self.data, SPLIT_SEED)
         # Fail now, not at the first trial, when the space cannot be built for this data.
-        _network_for(space, space.smallest(), self.data)
+        self.space = data_space(space, self.data)
+        self.space.build(self.space.smallest())
         self._side: optuna.Study | None = None
         #: The last network trained: (arch string, module, image side or None), for :meth:`scored_network`.
         self._scored: tuple[str, torch.nn.Module, int | None] | None = None
@@ -143,14 +151,9 @@ class TrainEvaluator:
         )
 
     def _input_size(self, arch: Arch) -> int | None:
-        """The side length images are resized to for ``arch``, or None for their own size."""
-        wanted = arch.get("resolution")
-        mode = self.options["resolution"]
-        if not isinstance(wanted, int) or mode == "data":
-            return None
-        if mode == "auto" and min(self.data.input_shape[1:]) < wanted:
-            return None  # never upsample: the images hold no more detail at a larger size
-        return wanted
+        """The side length images are resized to for ``arch`` (the network's input, where that is
+        not the images' own size), or None for their own size."""
+        return input_size(self.space, arch, self.data)
 
     def source(self, arch: Arch) -> str:
         o = self.options
@@ -160,15 +163,77 @@ class TrainEvaluator:
         )
         size = self._input_size(arch)
         if size is not None:
-            text += f", images resized to {size}x{size}"
-        elif "resolution" in arch:
             _, h, w = self.data.input_shape
-            text += f", images at their own {h}x{w} (the arch's resolution {arch['resolution']} sets latency only)"
+            text += f", images resized from {h}x{w} to {size}x{size} (the network's input)"
         return text
 
-    def build_trained(self, arch: Arch) -> None:
-        """None: it keeps no trained weights (the export's weights are untrained)."""
-        return None
+    # -- the trained networks ------------------------------------------------------
+    def _weights_path(self, text: str) -> Path | None:
+        """Where the weights a candidate trained to are kept (None outside a run folder)."""
+        out = self.context.out_dir
+        if out is None:
+            return None
+        digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+        return out / WEIGHTS_DIR / f"{digest}.pt"
+
+    def _keep(self, text: str, model: torch.nn.Module) -> None:
+        import torch
+
+        path = self._weights_path(text)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save({"arch": text, "state_dict": model.state_dict(), "seed": self.context.seed, "options": dict(self.options)}, tmp)
+        tmp.replace(path)
+
+    def _trained_model(self, arch: Arch) -> tuple[torch.nn.Module, str]:
+        """``arch``'s network with the weights its evaluation trained (read back from the run folder,
+        or trained again, the same way: the same seed gives the same weights) and how they were got."""
+        import torch
+
+        text = self.space.to_string(self.space.validate(arch))
+        if self._scored is not None and self._scored[0] == text:
+            return self._scored[1], "kept from its evaluation"
+        path = self._weights_path(text)
+        if path is not None and path.exists():
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                model = self.space.build(arch)
+                model.load_state_dict(blob["state_dict"])
+                if blob.get("arch") == text:
+                    return model, f"kept from its evaluation in {path}"
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError):
+                pass  # a damaged or foreign file: train it again below
+        self.context.log(f"  train {text}: its weights were not kept; training it again the same way (seed {self.context.seed})")
+        self.evaluate(arch)
+        assert self._scored is not None
+        return self._scored[1], "trained again the same way (its weights had not been kept)"
+
+    def build_trained(self, arch: Arch) -> Any:
+        """``arch``'s network with the weights its evaluation trained (a :class:`TrainedNetwork`)."""
+        from hwnas.evaluate.supernet import TrainedNetwork
+
+        model, how = self._trained_model(arch)
+        shape = tuple(self.space.input_shape(arch))
+        o = self.options
+        weights = (
+            f"trained {o['epochs']} epochs ({o['optimizer'].upper()} {o['schedule']} lr {o['lr']:g}, seed {self.context.seed}) on the "
+            f"training split of {self.data.name} ({len(self.train)} images) during the search, {how}; "
+            f"'hwnas train RUN' trains it fully"
+        )
+        return TrainedNetwork(model=model.cpu().eval(), input_shape=shape, data_shape=shape, weights=weights)  # type: ignore[arg-type]
+
+    def test_accuracy(self, arch: Arch) -> tuple[float | None, str]:
+        """Top-1 accuracy (%) of ``arch``'s trained network on the held-out test split."""
+        from hwnas.training import accuracy
+
+        if len(self.test) == 0:
+            return None, f"{self.data.name} has no test split"
+        model, _ = self._trained_model(arch)
+        size = self._input_size(arch)
+        value = accuracy(model, _batches(self.test, 256, size=size), self.context.train_device)
+        return value, f"held-out test split of {self.data.name} ({len(self.test)} images), never used by the search"
 
     def scored_network(self, arch: Arch) -> Any:
         """The network the last :meth:`evaluate` trained, if it was ``arch`` (else None): its INT8
@@ -270,6 +335,7 @@ class TrainEvaluator:
         self._tell(side, side_trial, optuna.trial.TrialState.COMPLETE, curve[-1])
         if model is not None:
             self._scored = (text, model, size)
+            self._keep(text, model)
         extras: dict[str, Any] = {
             "train_epochs": len(curve),
             "train_seconds": round(time.perf_counter() - t0, 3),
@@ -333,16 +399,29 @@ def _batches(ds: Dataset, batch: int, seed: int | None = None, size: int | None 
     return batches(ds, batch, shuffle=seed is not None, seed=seed, size=size)
 
 
-def _network_for(space: SearchSpace, arch: Arch, data: Dataset) -> torch.nn.Module:
-    """``arch`` of ``space`` built for the data's image channels and number of classes
-    (:meth:`~hwnas.spaces.SearchSpace.for_data`).
+def data_space(space: SearchSpace, data: Dataset) -> SearchSpace:
+    """``space`` built for the data's image channels, image size and number of classes
+    (:meth:`~hwnas.spaces.SearchSpace.for_data`; the space itself where it is built for them already).
 
     Raises:
         UsageError: for a space that builds for fixed inputs that differ from the data's.
     """
-    channels, classes = data.input_shape[0], data.num_classes
+    channels, height, width = data.input_shape
     try:
-        local = space.for_data(in_channels=channels, num_classes=classes)
+        return space.for_data(in_channels=channels, num_classes=data.num_classes, image_size=(height, width))
     except UsageError as exc:
-        raise UsageError(f"evaluator 'train' cannot build space {space.name!r} for {data.name}: {exc}") from None
-    return local.build(arch)
+        raise UsageError(f"cannot build space {space.name!r} for {data.name}: {exc}") from None
+
+
+def input_size(space: SearchSpace, arch: Arch, data: Dataset) -> int | None:
+    """The side the images are resized to for ``arch``'s network (its input), or None where the
+    network takes them at their own size."""
+    _, h, w = space.input_shape(arch)
+    if (h, w) == tuple(data.input_shape[1:]):
+        return None
+    return int(h)
+
+
+def _network_for(space: SearchSpace, arch: Arch, data: Dataset) -> torch.nn.Module:
+    """``arch`` of ``space`` built for the data (:func:`data_space`)."""
+    return data_space(space, data).build(arch)

@@ -108,6 +108,7 @@ def train_supernet(
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
     after_epoch: Callable[[int], None] | None = None,
+    input_for: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``supernet`` in place on ``batches(epoch)`` until ``settings.epochs`` are done.
 
@@ -120,6 +121,8 @@ def train_supernet(
         device: ``cpu`` or ``cuda``.
         log: progress lines.
         after_epoch: called with the finished epoch number (1-based) after its checkpoint is written.
+        input_for: ``input_for(x, arch)`` is the batch as ``arch``'s subnet takes it (e.g. resized to
+            its resolution, Once-for-All's elastic resolution); None: every subnet takes ``x``.
 
     Raises:
         UsageError: the checkpoint is unreadable or was written with other settings.
@@ -161,7 +164,8 @@ def train_supernet(
             for x, y in _usable(batches(epoch)):
                 x, y = x.to(dev), y.to(dev)
                 opt.zero_grad(set_to_none=True)
-                logits = supernet(x, largest)
+                shaped = input_for or (lambda t, _arch: t)
+                logits = supernet(shaped(x, largest), largest)
                 loss = F.cross_entropy(logits, y)
                 _check_finite(loss, "largest", epoch)
                 loss.backward()
@@ -170,7 +174,7 @@ def train_supernet(
                 sums[2] += float((logits.argmax(1) == y).sum())
                 others = [smallest] + [supernet.sample(rng) for _ in range(settings.random_subnets)]
                 for i, arch in enumerate(others):
-                    out = supernet(x, arch)
+                    out = supernet(shaped(x, arch), arch)
                     if settings.distill:
                         loss = -(soft * F.log_softmax(out, dim=1)).sum(1).mean()
                     else:

@@ -106,6 +106,8 @@ class SearchConfig:
     allow_foreign_table: bool = False
     #: Use the ``table`` although ``hwnas profile --force`` marked it as failing its check (warned about loudly).
     allow_failing_table: bool = False
+    #: Use latency tables measured for networks of another input shape than the data's (``--force``; warned about loudly).
+    force: bool = False
     #: Training data of DARTS and of training evaluators.
     data: str = "digits"
     #: Epochs and batch size: DARTS's supernet and training evaluators (None: each one's default).
@@ -237,6 +239,18 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
     if len(set(names)) != len(names):
         raise UsageError(f"--device {names} names a device twice; name each once")
     space = build_space(c)
+    dataset = None
+    if trains_on_data(c):
+        # One shape truth: the networks that are timed are those trained on --data and deployed:
+        # the data's channels, image size (where the space does not search its resolution) and classes.
+        from hwnas.datasets import load_data
+
+        dataset = load_data(c.data)
+        channels, height, width = dataset.input_shape
+        try:
+            space = space.for_data(in_channels=channels, num_classes=dataset.num_classes, image_size=(height, width))
+        except UsageError as exc:
+            raise UsageError(f"--data {c.data}: {exc}") from None
     device = runnable(get_device(c.device), say)  # cuda: onnxruntime-gpu where installed, else PyTorch on the GPU
     others = [runnable(get_device(n), say) for n in c.also_devices]
     # One precision for the run: the flag, else the first device file's (each device must support it).
@@ -252,7 +266,7 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
     request = _latency_request(c, device, say)
     charged = [Charged(latency_source(device, space, request), device=device.name, primary=True)]
     for dev in others:
-        charged.append(Charged(latency_source(dev, space, LatencyRequest(log=say)), device=dev.name))
+        charged.append(Charged(latency_source(dev, space, LatencyRequest(log=say, force_shape=c.force)), device=dev.name))
     c.latency_model = charged[0].source.kind
     objective = objective_metric(c.objective)
     budgets = {"flops_m": c.flops_m, "params_m": c.params_m, "memory_bytes": c.memory_bytes, "size_bytes": c.size_bytes}
@@ -270,7 +284,7 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
     c.storage = c.storage or default_storage(c.out)  # a bare path: the optuna CLI and optuna-dashboard open it too
     c.storage = absolute_storage(c.storage)  # config.json and report.json name it the same from any working directory
     c.study = c.study or "hwnas"
-    evaluator = _evaluator(c, space, darts, say)
+    evaluator = _evaluator(c, space, darts, say, dataset)
     if evaluator is not None and c.precision != "fp32":
         from hwnas.evaluate.quantized import PrecisionEvaluator
 
@@ -335,7 +349,7 @@ def _latency_request(c: SearchConfig, device: Device, say: Any) -> Any:
     if not c.table:
         if c.allow_failing_table:
             raise UsageError("--allow-failing-table accepts a table that failed its check by name; add --table FILE")
-        return LatencyRequest(source=source, allow_foreign=c.allow_foreign_table, log=say)
+        return LatencyRequest(source=source, allow_foreign=c.allow_foreign_table, log=say, force_shape=c.force)
     if not device.measured:
         raise UsageError(
             f"device {device.name!r} takes its latencies from its benchmark table; --table names a lookup table of a measured "
@@ -352,7 +366,7 @@ def _latency_request(c: SearchConfig, device: Device, say: Any) -> Any:
     # A table the user names is used or refused, never swapped for live measurement behind their back.
     if source == "auto":
         c.latency_source = source = "lut"
-    return LatencyRequest(source=source, table=c.table, allow_foreign=c.allow_foreign_table, log=say, loaded=table)
+    return LatencyRequest(source=source, table=c.table, allow_foreign=c.allow_foreign_table, log=say, loaded=table, force_shape=c.force)
 
 
 def _cost_objective(metric: str, charged: list[Charged], c: SearchConfig) -> Objective:
@@ -380,10 +394,24 @@ def _constraints(c: SearchConfig, charged: list[Charged], others: list[Device]) 
     return out
 
 
-def _evaluator(c: SearchConfig, space: SearchSpace, darts: bool, say: Any) -> Evaluator | None:
+def trains_on_data(c: SearchConfig) -> bool:
+    """Whether the run trains networks on ``--data`` (DARTS, or a training evaluator): its networks
+    are then built for that data."""
+    from hwnas.evaluate import EVALUATORS
+
+    return c.strategy == "darts" or bool(getattr(EVALUATORS.get(c.evaluator), "trains_on_data", False))
+
+
+def _evaluator(c: SearchConfig, space: SearchSpace, darts: bool, say: Any, dataset: Any = None) -> Evaluator | None:
     from hwnas.evaluate import EVALUATORS, EvalContext, make_evaluator
 
     EVALUATORS.get(c.evaluator)
+    if darts and c.evaluator == "table":
+        # DARTS trains on --data: its derived network's accuracy is measured there, never a benchmark table's
+        # (the table is for other networks, trained on other data).
+        if c.evaluator_options:
+            raise UsageError("evaluator 'table' takes no training options; drop them or use --evaluator train")
+        return None
     options = dict(c.evaluator_options)
     # --epochs and --batch are the supernet's under darts with the table evaluator, else the evaluator's.
     for name in ("epochs", "batch"):
@@ -399,6 +427,7 @@ def _evaluator(c: SearchConfig, space: SearchSpace, darts: bool, say: Any) -> Ev
         storage=c.storage,
         study=c.study,
         log=say,
+        dataset=dataset,
     )
     try:
         return make_evaluator(c.evaluator, space, context=context, **options)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import optuna
 
     from hwnas.search.export_worker import ExportWorker
+    from hwnas.spaces import Arch
 
 #: Per-trial figures the report copies from the evaluator's extras where present.
 ACCURACY_EXTRAS = ("test_accuracy", "nb201_index")
@@ -141,6 +142,8 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
             best_d["meets_budget_when_remeasured"] = row["meets_budget"]
         if rechecked.get("best_changed_from") is not None:
             best_d["chosen_over"] = rechecked["best_changed_from"]
+    if best_d is not None:
+        best_d.update(held_out_test(plan, study, best_d, log=log))
     hv, ref = hypervolume(plan, recs)
     out: dict[str, Any] = {
         "space": plan.space.name,
@@ -180,7 +183,18 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
         "reference": reference.summary(study, plan.device.name),
     }
     # Flat keys for scripts: the best arch and its figures.
-    for key in ("arch", "accuracy", "accuracy_source", "test_accuracy", "latency_ms", "latency_source", "flops_m", "params_m"):
+    flat = (
+        "arch",
+        "accuracy",
+        "accuracy_source",
+        "test_accuracy",
+        "test_accuracy_source",
+        "latency_ms",
+        "latency_source",
+        "flops_m",
+        "params_m",
+    )
+    for key in flat:
         out[key] = best_d.get(key) if best_d else None
     for key in ("memory_bytes", "size_bytes"):
         if best_d and key in best_d:
@@ -190,6 +204,34 @@ def report(plan: Plan, study: optuna.Study, *, log: Callable[[str], None] = lamb
     from hwnas.search.agreement import attach
 
     return attach(out)  # measurements of one network that disagree beyond their noise: warned, never stated as fact
+
+
+#: The study's user attribute holding the best network's held-out test accuracy (asked once per network).
+TEST_ATTR = "hwnas:test_accuracy"
+
+
+def held_out_test(plan: Plan, study: optuna.Study, best: dict[str, Any], *, log: Callable[[str], None]) -> dict[str, Any]:
+    """The best network's held-out test accuracy and its source, for a run whose evaluator trained
+    it on the user's data: asked of the evaluator once (kept in the study), after the search and
+    never during it. A benchmark table's test accuracy is the trial's own already."""
+    if best.get("test_accuracy") is not None:
+        return {"test_accuracy_source": best.get("test_source") or "the benchmark table's test accuracy"}
+    evaluator = plan.evaluator
+    if evaluator is None:
+        return {"test_accuracy": None, "test_accuracy_source": "no evaluator of this run has a held-out test split"}
+    kept = study.user_attrs.get(TEST_ATTR)
+    if isinstance(kept, dict) and kept.get("arch") == best["arch"] and kept.get("evaluator") == evaluator.name:
+        return {"test_accuracy": kept.get("value"), "test_accuracy_source": kept.get("source")}
+    from hwnas.evaluate import test_accuracy
+
+    if not hasattr(evaluator, "test_accuracy") and not hasattr(getattr(evaluator, "inner", None), "test_accuracy"):
+        value, source = test_accuracy(evaluator, {})
+        return {"test_accuracy": value, "test_accuracy_source": source}
+    log(f"held-out test accuracy of trial {best['trial']} (never used by the search) ...")
+    ask = evaluator if hasattr(evaluator, "test_accuracy") else evaluator.inner  # type: ignore[attr-defined]
+    value, source = test_accuracy(ask, plan.space.from_string(best["arch"]))
+    study.set_user_attr(TEST_ATTR, {"arch": best["arch"], "evaluator": evaluator.name, "value": value, "source": source})
+    return {"test_accuracy": value, "test_accuracy_source": source}
 
 
 def latencies(plan: Plan, best: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -301,37 +343,50 @@ def _onnx_trial(path: Any) -> int | None:
         return None
 
 
-def deployment(plan: Plan) -> dict[str, Any]:
-    """What an application's ONNX Runtime session needs to feed the network: the input layout,
-    shape and value range, the normalisation, the classes and their names where known."""
+def deployment(plan: Plan, arch: Arch | None = None) -> dict[str, Any]:
+    """What an application's ONNX Runtime session needs to feed ``arch``'s network (default: the
+    space's smallest): the input layout, shape and value range, the normalisation, the classes and
+    their names where known; and all of it as one JSON object, ``preprocessing``
+    (:func:`hwnas.preprocess.preprocessing`), that a program reads (``hwnas predict`` does)."""
     import json
 
-    arch = plan.space.smallest()
-    c, h, w = plan.space.input_shape(arch)
+    from hwnas.preprocess import from_dataset, preprocessing
+
+    arch = plan.space.smallest() if arch is None else arch
+    shape = tuple(plan.space.input_shape(arch))
+    c, h, w = shape
     out: dict[str, Any] = {"input_layout": "NCHW (batch, channels, height, width), float32, batch axis dynamic"}
     out["input_shape"] = f"{c}x{h}x{w}"
     data = getattr(plan.evaluator, "data", None)
+    if data is None and plan.config.strategy == "darts":
+        from hwnas.datasets import load_data
+
+        data = load_data(plan.config.data)  # DARTS trained the network on it
     if data is not None and hasattr(data, "num_classes"):  # trained here on hwnas.datasets images
-        out["input_range"] = "[0, 1] (8-bit pixel / 255)"
+        pre = from_dataset(data, shape)
+        out["input_range"] = f"[0, 1] (pixel x {pre['scale']:.6g})"
         out["normalisation"] = "none: the network was trained on [0, 1] inputs"
         out["num_classes"] = data.num_classes
-        labels = getattr(data, "labels", None)
-        out["labels"] = json.dumps(list(labels)) if labels else None
+        out["labels"] = json.dumps(pre["labels"])
         out["data"] = getattr(data, "name", None)
+        out["preprocessing"] = json.dumps(pre)
         return out
     from hwnas.spaces.nb201 import INPUT_NORMALISATION
 
     norm = INPUT_NORMALISATION.get(str(getattr(plan.space, "dataset", "")))
-    out["num_classes"] = getattr(plan.space, "num_classes", None)
+    classes = getattr(plan.space, "num_classes", None)
+    out["num_classes"] = classes
     if norm is not None and plan.space.name == "nb201":
+        mean = [round(float(m), 6) for m in norm["mean"]]  # type: ignore[attr-defined]
+        std = [round(float(x), 6) for x in norm["std"]]  # type: ignore[attr-defined]
         out["input_range"] = "[0, 1] (8-bit pixel / 255), then normalised"
-        out["normalisation"] = (
-            json.dumps(
-                {"mean": [round(float(m), 6) for m in norm["mean"]], "std": [round(float(x), 6) for x in norm["std"]]}  # type: ignore[attr-defined]
-            )
-            + " (per channel, RGB; NAS-Bench-201's training pipeline, which the benchmark accuracy is for)"
+        out["normalisation"] = json.dumps({"mean": mean, "std": std}) + (
+            " (per channel, RGB; NAS-Bench-201's training pipeline, which the benchmark accuracy is for)"
         )
+        labels = norm["labels"] or [str(i) for i in range(int(classes or 0))]
         out["labels"] = json.dumps(norm["labels"]) if norm["labels"] else None
+        names = [str(x) for x in labels]  # type: ignore[attr-defined]
+        out["preprocessing"] = json.dumps(preprocessing(shape, scale=1 / 255, mean=mean, std=std, labels=names))
     return out
 
 
@@ -355,7 +410,7 @@ def export_best(plan: Plan, best: dict[str, Any], *, log: Any, worker: ExportWor
     for key in ("latency_ms", "latency_source", "flops_m", "params_m", "memory_bytes", "size_bytes"):
         if key in best:
             meta[key] = best[key]
-    meta.update(deployment(plan))
+    meta.update(deployment(plan, arch))
     # An evaluator with trained weights (the supernet's) exports the network it scored, weights included.
     trained = plan.evaluator.build_trained(arch) if plan.evaluator is not None else None
     precision = plan.config.precision or "fp32"

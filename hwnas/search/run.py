@@ -318,6 +318,7 @@ class Search:
             self.plan.evaluator = _FixedAccuracy(
                 outcome.supernet_valid_accuracy,
                 f"darts supernet, inherited weights (batch-norm re-estimated), {outcome.data['name']} validation split",
+                (outcome.test_accuracy, outcome.test_source),
             )
             self.evaluator = self.plan.evaluator
         self.log("darts: recording the derived network as a trial (its accuracy, latency and costs) ...")
@@ -380,8 +381,11 @@ class _FixedAccuracy:
 
     name = "darts-inherited"
 
-    def __init__(self, value: float, source: str) -> None:
-        self.value, self.source = value, source
+    def __init__(self, value: float, source: str, test: tuple[float | None, str] = (None, "")) -> None:
+        self.value, self.source, self.test = value, source, test
+
+    def test_accuracy(self, arch: Arch) -> tuple[float | None, str]:
+        return self.test
 
     def evaluate(self, arch: Arch, trial: Any = None) -> Any:
         from hwnas.evaluate import Accuracy

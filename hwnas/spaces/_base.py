@@ -206,22 +206,35 @@ class SearchSpace(ABC):
     def build(self, arch: Arch) -> torch.nn.Module:
         """A freshly initialised torch module for the arch (imports torch lazily)."""
 
-    def for_data(self, *, in_channels: int, num_classes: int) -> SearchSpace:
+    def for_data(self, *, in_channels: int, num_classes: int, image_size: tuple[int, int] | None = None) -> SearchSpace:
         """This space with networks for images of ``in_channels`` channels and ``num_classes`` classes.
+
+        ``image_size`` (height, width) is the size of the user's images: a space whose input size is
+        not searched builds, times and exports its networks at that size (one shape truth: the network
+        that is timed is the one that is trained and deployed); a space that searches its input
+        resolution keeps it and the images are resized to it. None: the space's own input size.
 
         Default: the space itself where its networks already fit that data.
 
         Raises:
             UsageError: where they do not and the space cannot adapt them.
         """
-        have_channels = self.input_shape(self.smallest())[0]
+        have_channels, *have_size = self.input_shape(self.smallest())
         have_classes = getattr(self, "num_classes", None)
-        if (have_channels, have_classes) == (in_channels, num_classes):
+        if (have_channels, have_classes) == (in_channels, num_classes) and image_size in (None, tuple(have_size)):
             return self
         raise UsageError(
             f"space {self.name!r} builds networks for {have_channels} channel(s) and {have_classes} classes only, not "
             f"{in_channels} channel(s) and {num_classes} classes; use data shaped as its input or a space that adapts to the data"
         )
+
+    def shape_note(self, arch: Arch, table_shape: tuple[int, int, int]) -> str | None:
+        """Why a latency table measured for networks taking ``table_shape`` (C, H, W) does not
+        describe ``arch``'s network in this space (None where it does): its input shape differs."""
+        shape = tuple(self.input_shape(arch))
+        if shape == tuple(table_shape):
+            return None
+        return f"this run's networks take {'x'.join(map(str, shape))} input, the table's {'x'.join(map(str, table_shape))}"
 
     # -- optional hooks -------------------------------------------------------
     #: Datasets :meth:`with_dataset` accepts (empty: the space has no benchmark table).

@@ -268,8 +268,10 @@ class MBConvSpace(SearchSpace):
         )
 
     # -- what the space offers ------------------------------------------------------
-    def for_data(self, *, in_channels: int, num_classes: int) -> MBConvSpace:
-        """The same space with a stem for ``in_channels`` and a classifier for ``num_classes``."""
+    def for_data(self, *, in_channels: int, num_classes: int, image_size: tuple[int, int] | None = None) -> MBConvSpace:
+        """The same space with a stem for ``in_channels`` and a classifier for ``num_classes``. The
+        input resolution is searched, so ``image_size`` changes nothing: a network takes its arch's
+        resolution, and the images are resized to it to train, score and deploy it."""
         if (in_channels, num_classes) == (self.in_channels, self.num_classes):
             return self
         return MBConvSpace(num_classes=num_classes, in_channels=in_channels)

@@ -80,6 +80,7 @@ class NB201Space(SearchSpace):
         cells_per_stage: int = 5,
         in_channels: int | None = None,
         num_classes: int | None = None,
+        image_size: tuple[int, int] | None = None,
     ) -> None:
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
@@ -96,6 +97,12 @@ class NB201Space(SearchSpace):
         (data_channels, _, _), data_classes = DATASETS[dataset]
         self.in_channels: int = data_channels if in_channels is None else in_channels
         self._num_classes: int = data_classes if num_classes is None else num_classes
+        if image_size is not None:
+            if len(image_size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in image_size):
+                raise ValueError(f"image_size must be (height, width), each an integer >= 1, got {image_size!r}")
+            image_size = (int(image_size[0]), int(image_size[1]))
+        #: (height, width) of the user's images the networks are built for (None: the dataset's).
+        self.image_size: tuple[int, int] | None = image_size
         self._dims = [Dimension(edge, NB201_OPS) for edge in NB201_EDGES]
 
     def dimensions(self) -> list[Dimension]:
@@ -193,6 +200,8 @@ class NB201Space(SearchSpace):
 
     def input_shape(self, arch: Arch) -> tuple[int, int, int]:
         _, h, w = DATASETS[self.dataset][0]
+        if self.image_size is not None:
+            h, w = self.image_size
         return (self.in_channels, h, w)
 
     @property
@@ -212,17 +221,24 @@ class NB201Space(SearchSpace):
         )
 
     # -- what the space offers ------------------------------------------------------
-    def _variant(self, *, dataset: str, in_channels: int, num_classes: int) -> NB201Space:
+    def _variant(self, *, dataset: str, in_channels: int, num_classes: int, image_size: tuple[int, int] | None = None) -> NB201Space:
         return NB201Space(
-            dataset=dataset, channels=self.channels, cells_per_stage=self.cells_per_stage, in_channels=in_channels, num_classes=num_classes
+            dataset=dataset,
+            channels=self.channels,
+            cells_per_stage=self.cells_per_stage,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            image_size=image_size,
         )
 
-    def for_data(self, *, in_channels: int, num_classes: int) -> NB201Space:
-        """The same cells for images of ``in_channels`` channels and ``num_classes`` classes (the
-        network is fully convolutional up to a global pool, so any image size runs)."""
-        if (in_channels, num_classes) == (self.in_channels, self.num_classes):
+    def for_data(self, *, in_channels: int, num_classes: int, image_size: tuple[int, int] | None = None) -> NB201Space:
+        """The same cells for images of ``in_channels`` channels, ``image_size`` (height, width; None:
+        the benchmark dataset's) and ``num_classes`` classes (the network is fully convolutional up to
+        a global pool, so any image size runs): built, timed and exported at that shape."""
+        size = self.image_size if image_size is None else tuple(image_size)
+        if (in_channels, num_classes, size) == (self.in_channels, self.num_classes, self.image_size):
             return self
-        return self._variant(dataset=self.dataset, in_channels=in_channels, num_classes=num_classes)
+        return self._variant(dataset=self.dataset, in_channels=in_channels, num_classes=num_classes, image_size=size)  # type: ignore[arg-type]
 
     def with_dataset(self, name: str) -> NB201Space:
         """The space with the benchmark accuracies, input shape and classes of dataset ``name``."""
