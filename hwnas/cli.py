@@ -1007,14 +1007,13 @@ def _spaces_options(sp: argparse.ArgumentParser) -> None:
 
 
 def _train_options(t: argparse.ArgumentParser) -> None:
-    from hwnas.final import FinalSettings
+    from hwnas import final_defaults as d
 
-    d = FinalSettings()
     t.add_argument("run", help="a run folder of 'hwnas search'")
     t.add_argument("--trial", type=_int, help="trial number in RUN (default: the run's best feasible network)")
-    t.add_argument("--epochs", type=_int, help=f"epochs (default {d.epochs}; supernet runs fine-tune their inherited weights for 20)")
-    t.add_argument("--batch", type=_int, help=f"batch size (default {d.batch})")
-    t.add_argument("--lr", type=float, help=f"peak learning rate after the warm-up (default {d.lr:g}; fine-tuning 0.2 of it)")
+    t.add_argument("--epochs", type=_int, help=f"epochs (default {d.EPOCHS}; supernet runs fine-tune their inherited weights for 20)")
+    t.add_argument("--batch", type=_int, help=f"batch size (default {d.BATCH})")
+    t.add_argument("--lr", type=float, help=f"peak learning rate after the warm-up (default {d.LR:g}; fine-tuning 0.2 of it)")
     t.add_argument("--flip", action="store_true", help="random horizontal flips too (off by default: they change digits and text)")
     t.add_argument("--train-device", default="cpu", help="cpu (default) or cuda")
     t.add_argument(

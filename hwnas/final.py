@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwnas import final_defaults as defaults
 from hwnas.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -37,16 +38,16 @@ CHECKPOINT_SCHEMA = "hwnas.final.checkpoint/1"
 #: Fewer optimizer steps than this in all for a network trained from scratch: warned about before training.
 MIN_STEPS = 600
 #: Fewer training images per class than this: warned about before training.
-MIN_PER_CLASS = 30
+MIN_PER_CLASS = 50
 
 
 @dataclass(frozen=True)
 class FinalSettings:
     """How the final network is trained (all of it is part of the checkpoint's identity)."""
 
-    epochs: int = 60
-    batch: int = 64
-    lr: float = 0.05
+    epochs: int = defaults.EPOCHS
+    batch: int = defaults.BATCH
+    lr: float = defaults.LR
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -68,7 +68,7 @@ def preprocessing(
 def from_dataset(ds: Dataset, shape: Sequence[int]) -> dict[str, Any]:
     """The preprocessing of a network trained on ``ds`` (images in [0, 1], not normalised) taking ``shape`` inputs."""
     labels = list(ds.labels) if ds.labels else [str(i) for i in range(ds.num_classes)]
-    return preprocessing(shape, scale=ds.pixel_scale, labels=labels)
+    return preprocessing(shape, scale=getattr(ds, "pixel_scale", 1 / 255), labels=labels)
 
 
 def read(model: str | Path) -> dict[str, Any]:

@@ -198,7 +198,7 @@ def test_config_checks() -> None:
 def test_cli_darts_search_records_one_trial_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from hwnas.cli import main
 
-    argv = ["search", "--strategy", "darts", "--device", "pixel3", "--latency", "5ms", "--epochs", "2", "--warmup", "1"]
+    argv = ["search", "--strategy", "darts", "--device", "pixel3", "--latency", "5ms", "--epochs", "2", "--warmup", "1", "--force"]
     argv += ["--batch", "256", "--out", str(tmp_path / "run"), "--no-export", "--json"]
     assert main(argv) == 0
     import json

@@ -117,7 +117,7 @@ def test_a_budget_no_capped_cell_meets_ends_without_suggesting_trials(
 
     out = tmp_path / "run"
     argv = ["search", "--strategy", "darts", "--device", "pixel3", "--latency", "1.3ms", "--data", tiny_data]
-    argv += ["--epochs", "2", "--warmup", "1", "--batch", "32", "--out", str(out), "--no-export"]
+    argv += ["--epochs", "2", "--warmup", "1", "--batch", "32", "--out", str(out), "--no-export", "--force"]
     assert main(argv) == 3
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]

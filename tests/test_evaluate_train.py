@@ -75,7 +75,7 @@ def test_registered() -> None:
         ({"schedule": "linear"}, ["schedule 'linear'", "cosine | step | constant"]),
         ({"pruner": "hyperband"}, ["pruner 'hyperband'", "none | median | halving", "--pruner none"]),
         ({"weight_decay": -1}, ["weight_decay -1", ">= 0"]),
-        ({"resolution": 128}, ["resolution 128", "auto | arch | data"]),
+        ({"resolution": 128}, ["no option 'resolution' any more", "timed and deployed"]),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(options: dict[str, Any], words: list[str]) -> None:
@@ -143,22 +143,19 @@ def test_mbconv_is_built_for_the_data_and_trains_at_its_own_size(small_npz: str)
     arch = space.smallest()
     acc = ev.evaluate(arch)
     assert 0.0 <= acc.value <= 100.0 and len(acc.extras["valid_curve"]) == 1
-    assert "images at their own 8x8 (the arch's resolution 128 sets latency only)" in acc.source
+    # One shape truth: the network is trained at the input it is timed and deployed at.
+    assert "images resized from 8x8 to 128x128 (the network's input)" in acc.source
     assert "validation split (80 images)" in acc.source
 
 
-def test_resolution_auto_never_upsamples(tmp_path: Path) -> None:
+def test_images_are_resized_to_the_arch_resolution(tmp_path: Path) -> None:
     path = tmp_path / "big.npz"
     rng = np.random.default_rng(0)
     np.savez(path, x=rng.integers(0, 255, (20, 160, 160), dtype=np.uint8), y=np.repeat(np.arange(2), 10))
     space = MBConvSpace(num_classes=2, in_channels=1)
-    small, large = space.smallest(), {**space.smallest(), "resolution": 192}
-    auto = make_evaluator("train", space, context=EvalContext(data=f"npz:{path}"))
-    assert auto._input_size(small) == 128 and auto._input_size(large) is None
-    forced = make_evaluator("train", space, context=EvalContext(data=f"npz:{path}"), resolution="arch")
-    assert forced._input_size(large) == 192
-    native = make_evaluator("train", space, context=EvalContext(data=f"npz:{path}"), resolution="data")
-    assert native._input_size(small) is None
+    small, large = space.smallest(), {**space.smallest(), "resolution": 160}
+    ev = make_evaluator("train", space, context=EvalContext(data=f"npz:{path}"))
+    assert ev._input_size(small) == 128 and ev._input_size(large) is None
 
 
 def test_resized_images_reach_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,7 +174,7 @@ def test_resized_images_reach_the_network(tmp_path: Path, monkeypatch: pytest.Mo
     space = MBConvSpace(num_classes=2, in_channels=1)
     acc = make_evaluator("train", space, context=EvalContext(data=f"npz:{path}"), epochs=1).evaluate(space.smallest())
     assert seen and set(seen) == {(1, 128, 128)}
-    assert "images resized to 128x128" in acc.source
+    assert "images resized from 130x130 to 128x128" in acc.source
 
 
 # -- diverged training -----------------------------------------------------------------
@@ -210,6 +207,7 @@ def _search_config(tmp_path: Path, data: str, **kw: Any) -> Any:
     base = dict(
         space="nb201",
         device="pixel3",
+        force=True,
         latency_ms=1000.0,
         trials=3,
         strategy="random",
@@ -229,9 +227,9 @@ def test_diverged_candidates_fail_and_the_search_reaches_its_budget(tmp_path: Pa
     calls = {"n": 0}
 
     def first_and_third_diverge(*a: Any) -> torch.nn.Module:
-        calls["n"] += 1  # call 1 is the constructor's build check; calls 2, 3, ... are trials 0, 1, ...
+        calls["n"] += 1  # calls 1, 2, ... are trials 0, 1, ... (the constructor checks the space's own build)
         net = build(*a)
-        return _NaNHead(net) if calls["n"] in (2, 4) else net
+        return _NaNHead(net) if calls["n"] in (1, 3) else net
 
     monkeypatch.setattr(train_mod, "_network_for", first_and_third_diverge)
     search = Search(_search_config(tmp_path, tiny_npz))
@@ -296,7 +294,20 @@ def test_cli_search_with_train_evaluator_records_settings(tmp_path: Path, tiny_n
     from hwnas.cli import main
 
     out = tmp_path / "run"
-    argv = ["search", "--space", "nb201", "--device", "pixel3", "--latency", "1000ms", "--evaluator", "train", "--data", tiny_npz]
+    argv = [
+        "search",
+        "--space",
+        "nb201",
+        "--device",
+        "pixel3",
+        "--latency",
+        "1000ms",
+        "--evaluator",
+        "train",
+        "--data",
+        tiny_npz,
+        "--force",
+    ]
     argv += ["--epochs", "2", "--batch", "32", "--lr", "0.02", "--optimizer", "adamw", "--schedule", "step", "--pruner", "halving"]
     argv += ["--trials", "3", "--strategy", "random", "--out", str(out), "--no-export", "--quiet", "--json"]
     assert main(argv) == 0

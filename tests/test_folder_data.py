@@ -219,7 +219,7 @@ def test_search_trains_candidates_on_an_image_folder(folder: Path, tmp_path: Pat
     from hwnas.cli import main
 
     out = tmp_path / "run"
-    argv = ["search", "--space", "nb201", "--device", "pixel3", "--latency", "1000ms", "--evaluator", "train"]
+    argv = ["search", "--space", "nb201", "--device", "pixel3", "--latency", "1000ms", "--evaluator", "train", "--force"]
     argv += ["--data", f"folder:{folder}", "--epochs", "1", "--batch", "8", "--trials", "2", "--strategy", "random"]
     argv += ["--out", str(out), "--no-export", "--quiet", "--json"]
     assert main(argv) == 0

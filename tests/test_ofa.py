@@ -263,11 +263,14 @@ def test_evaluator_scores_and_exports_the_inherited_network(tiny_data: str, tmp_
     assert ev.evaluate(arch).value == acc.value  # deterministic: same recalibration images
 
     trained = ev.build_trained(arch)
-    assert trained.input_shape == (1, 160, 160) and trained.data_shape == (1, 8, 8)
+    # One shape truth: the images are resized to the arch's resolution to train, score and deploy it.
+    assert trained.input_shape == (1, 160, 160) and trained.data_shape == (1, 160, 160)
     result = export_verified(space, arch, tmp_path / "best.onnx", trained=trained, exporter="torchscript")
-    assert result.parity_shapes == [[1, 160, 160], [1, 8, 8]] and "inherited from an OFA supernet" in result.weights
+    assert result.parity_shapes == [[1, 160, 160]] and "inherited from an OFA supernet" in result.weights
     session = ort.InferenceSession(str(tmp_path / "best.onnx"), providers=["CPUExecutionProvider"])
-    logits = session.run(None, {"input": ev.valid.x})[0]
+    import torch
+
+    logits = session.run(None, {"input": ev._input_for(torch.from_numpy(ev.valid.x), arch).numpy()})[0]
     assert 100.0 * float((logits.argmax(1) == ev.valid.y).mean()) == pytest.approx(acc.value)
     assert session.run(None, {"input": np.zeros((2, 1, 160, 160), np.float32)})[0].shape == (2, 10)
 

@@ -77,6 +77,9 @@ def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, l
         say(f"no lookup table for {device.name}/{space.name} in {folder}{moved}: measuring every candidate live; build one with {build}")
         return live()
     table = request.loaded if request.loaded is not None else LatencyTable.load(path)
+    wrong = table.precision_mismatch(device.precision, device.name, space.name)
+    if wrong and request.table:
+        raise UsageError(wrong)  # a table the user named is used or refused, never passed over
     shape = table_shape_note(space)
     if shape and not request.force_shape:
         if source == "lut" or request.table:
@@ -86,9 +89,6 @@ def table_or_live(device: Device, space: SearchSpace, request: LatencyRequest, l
             )
         say(f"note: not using latency table {path} (built for the {space.name} space's own networks; {shape}); measuring live instead")
         return live()
-    wrong = table.precision_mismatch(device.precision, device.name, space.name)
-    if wrong and request.table:
-        raise UsageError(wrong)  # a table the user named is used or refused, never passed over
     why = table.mismatches_for(device)
     if source == "auto" and why:
         say(f"note: not using latency table {path} ({why[0]}); measuring live instead")
@@ -195,7 +195,8 @@ def _table_latency(device: Device, space: SearchSpace, request: LatencyRequest) 
     source = BenchmarkTableLatency(device, space)
     if note and not request.force_shape:
         shown = "x".join(map(str, measured_on or ()))
-        raise UsageError(
+        # Raised by the resolver once the run's other settings are checked (their errors come first).
+        source.shape_refusal = UsageError(
             f"device {device.name!r} has latencies of {space.name} networks taking {shown} input only, but {note.split(', the table')[0]}; "
             f"time them on a live device (--device cpu), an agent's device file, or a table you build with 'hwnas profile', "
             f"or pass --force to use the {shown} figures anyway"

@@ -143,6 +143,8 @@ class BenchmarkTableLatency(LatencyModel):
         self.values = nb201_latency(ref.table)
         #: Set where ``--force`` took the table for networks of another input shape (see hwnas.cost.kinds).
         self.shape_warning: str | None = None
+        #: Set where the run's networks take another input than the table's and ``--force`` was not given.
+        self.shape_refusal: Exception | None = None
 
     def warnings(self) -> list[str]:
         return [self.shape_warning] if self.shape_warning else []

@@ -296,6 +296,13 @@ def resolve(config: SearchConfig, *, log: Any = None) -> Plan:
         plan.darts = _darts_config(c)
         plan.darts.check()
     for ch in charged:
+        refusal = getattr(ch.source, "shape_refusal", None)
+        if refusal is not None:
+            if darts:
+                from hwnas.evaluate import check_train_device
+
+                check_train_device(c.train_device)
+            raise refusal
         plan.warnings += ch.source.warnings()
     say.release()
     return plan
