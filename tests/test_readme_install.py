@@ -34,7 +34,7 @@ def _blocks(text: str, lang: str) -> list[str]:
 def test_quick_start_installs_the_agent_with_hwnas() -> None:
     lines = [line for block in _blocks(_section("Quick start"), "bash") for line in block.splitlines()]
     installs = [line for line in lines if "pip install" in line and re.search(r"-e '?\.(?:[\[' ]|$)", line)]
-    assert len(installs) == 2, lines  # commands 1 and 2
+    assert len(installs) == 3, lines  # commands 1, 2 and 3 (your own images)
     for line in installs:
         # In the same pip command as hwnas, so pip resolves the hwnas-agent==0.1.0 requirement locally.
         assert re.search(r"pip install -e \./agent -e '?\.", line), line
