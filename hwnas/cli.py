@@ -492,16 +492,11 @@ def _arch_from_run(run: Any, trial: int | None) -> tuple[str, str, dict[str, Any
             raise UsageError(f"run {run} has no feasible best trial; name one with --trial N")
         best = report["best"]
         return report["space"], best["arch"], {k: best.get(k) for k in ("trial", "accuracy", "latency_ms", "latency_source")}
-    from hwnas.report import open_run_study
-    from hwnas.trials import ACCURACY, TrialRecord
+    from hwnas.report import open_run_study, trial_of_run
+    from hwnas.trials import ACCURACY
 
     _, study = open_run_study(run)
-    numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
-    if trial not in numbers:
-        raise UsageError(f"run {run} has no trial {trial}; valid: 0..{max(numbers, default=-1)}")
-    rec = TrialRecord.of(numbers[trial])
-    if not rec.arch:
-        raise UsageError(f"trial {trial} of run {run} never got an architecture (it failed before); pick another --trial")
+    rec = trial_of_run(run, study, trial)
     return report["space"], rec.arch, {"trial": trial, "latency_ms": rec.cost("latency_ms"), "accuracy": rec.attrs.get(ACCURACY)}
 
 

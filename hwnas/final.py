@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from hwnas import final_defaults as defaults
 from hwnas.errors import UsageError
+from hwnas.search.progress import clock_text
 
 OPTIMIZERS = ("sgd", "adamw")
 #: A checkpoint written with other settings, another network or other data is not resumed.
@@ -263,7 +264,7 @@ def train_final(
         if now - last >= progress_every_s or epoch + 1 == s.epochs or epoch == start:
             log(
                 f"final training: epoch {epoch + 1}/{s.epochs}, loss {rec.train_loss:.4f}, valid {valid_acc:.2f} % "
-                f"({_clock(now - t_start)} elapsed, eta {_clock(eta)})"
+                f"({clock_text(now - t_start)} elapsed, eta {clock_text(eta)})"
             )
             last = now
     result.seconds = time.perf_counter() - t_start
@@ -274,14 +275,7 @@ def _progress(epoch: int, step: int, steps: int, epochs: int, start: int, t_star
     done = (epoch - start) + step / max(1, steps)
     eta = (now - t_start) / max(1e-9, done) * (epochs - epoch - step / max(1, steps))
     where = f"epoch {epoch + 1}/{epochs} ({step}/{steps} batches)"
-    return f"final training: {where}, loss {loss:.4f} ({_clock(now - t_start)} elapsed, eta {_clock(eta)})"
-
-
-def _clock(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    return f"final training: {where}, loss {loss:.4f} ({clock_text(now - t_start)} elapsed, eta {clock_text(eta)})"
 
 
 def _save(

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import optuna
     from matplotlib.figure import Figure
 
+    from hwnas.trials import TrialRecord
+
 #: The cost metrics' words and units on an axis: metric -> (words, unit).
 AXES = {
     "latency_ms": ("latency", "ms"),
@@ -61,6 +63,19 @@ def open_run_study(run: Path) -> tuple[dict[str, Any], optuna.Study]:
     except Exception as exc:
         raise UsageError(f"cannot open the study of {run}: {str(exc).splitlines()[0]}") from None
     return cfg, study
+
+
+def trial_of_run(run: Path, study: optuna.Study, trial: int) -> TrialRecord:
+    """Trial ``trial`` of a run's study, which got an architecture (UsageError naming the valid ones otherwise)."""
+    from hwnas.trials import TrialRecord
+
+    numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if trial not in numbers:
+        raise UsageError(f"run {run} has no trial {trial}; valid: 0..{max(numbers, default=-1)}")
+    rec = TrialRecord.of(numbers[trial])
+    if not rec.arch:
+        raise UsageError(f"trial {trial} of run {run} never got an architecture (it failed before); pick another --trial")
+    return rec
 
 
 def run_summary(run: Path, *, degenerate: bool = False) -> dict[str, Any]:

@@ -179,7 +179,9 @@ def train_run(
         }
     )
     report["curve_png"] = _draw(report, out / "curve.png")
-    _write(out / "report.json", report)
+    from hwnas.search.rundir import write_json
+
+    write_json(out / "report.json", report)
     return report
 
 
@@ -202,7 +204,8 @@ def _open(run: Path) -> tuple[dict[str, Any], Any, Any]:
 
 def _pick(plan: Any, study: Any, run: Path, trial: int | None) -> tuple[dict[str, Any], int, dict[str, Any]]:
     """The arch to train: trial ``trial``, else the run's best feasible (its report.json)."""
-    from hwnas.trials import ACCURACY, ACCURACY_SOURCE, TrialRecord
+    from hwnas.report import trial_of_run
+    from hwnas.trials import ACCURACY, ACCURACY_SOURCE
 
     if trial is None:
         try:
@@ -212,12 +215,7 @@ def _pick(plan: Any, study: Any, run: Path, trial: int | None) -> tuple[dict[str
         if not best:
             raise UsageError(f"run {run} has no feasible best network (its report.json names none); name a trial with --trial N")
         return plan.space.from_string(best["arch"]), int(best["trial"]), best
-    numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
-    if trial not in numbers:
-        raise UsageError(f"run {run} has no trial {trial}; valid: 0..{max(numbers, default=-1)}")
-    rec = TrialRecord.of(numbers[trial])
-    if not rec.arch:
-        raise UsageError(f"trial {trial} of run {run} never got an architecture (it failed before); pick another --trial")
+    rec = trial_of_run(run, study, trial)
     row = {"trial": trial, "accuracy": rec.attrs.get(ACCURACY), "accuracy_source": rec.attrs.get(ACCURACY_SOURCE)}
     return plan.space.from_string(rec.arch), trial, row
 
@@ -357,12 +355,6 @@ def _draw(report: dict[str, Any], path: Path) -> str | None:
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right")
     fig.savefig(path, dpi=110)
     return str(path)
-
-
-def _write(path: Path, data: dict[str, Any]) -> None:
-    from hwnas.search.rundir import write_json
-
-    write_json(path, data)
 
 
 def _minutes(seconds: float) -> str:

@@ -115,6 +115,12 @@ class PrecisionEvaluator:
     def build_trained(self, arch: Arch) -> Any:
         return self.inner.build_trained(arch)
 
+    def test_accuracy(self, arch: Arch) -> tuple[float | None, str]:
+        """The inner evaluator's held-out test accuracy (of the FP32 network it trained)."""
+        from hwnas.evaluate import test_accuracy
+
+        return test_accuracy(self.inner, arch)
+
     def describe(self) -> dict[str, Any]:
         d = dict(self.inner.describe())
         d["precision"] = self.precision

@@ -224,12 +224,11 @@ def held_out_test(plan: Plan, study: optuna.Study, best: dict[str, Any], *, log:
         return {"test_accuracy": kept.get("value"), "test_accuracy_source": kept.get("source")}
     from hwnas.evaluate import test_accuracy
 
-    if not hasattr(evaluator, "test_accuracy") and not hasattr(getattr(evaluator, "inner", None), "test_accuracy"):
-        value, source = test_accuracy(evaluator, {})
+    if not hasattr(evaluator, "test_accuracy"):
+        value, source = test_accuracy(evaluator, {})  # says why there is none
         return {"test_accuracy": value, "test_accuracy_source": source}
     log(f"held-out test accuracy of trial {best['trial']} (never used by the search) ...")
-    ask = evaluator if hasattr(evaluator, "test_accuracy") else evaluator.inner  # type: ignore[attr-defined]
-    value, source = test_accuracy(ask, plan.space.from_string(best["arch"]))
+    value, source = test_accuracy(evaluator, plan.space.from_string(best["arch"]))
     study.set_user_attr(TEST_ATTR, {"arch": best["arch"], "evaluator": evaluator.name, "value": value, "source": source})
     return {"test_accuracy": value, "test_accuracy_source": source}
 
