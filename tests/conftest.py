@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,7 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 100-image slice of digits (10 per class; 60 train / 20 valid / 20 test images of 8x8) as
     an ``npz:`` data spec: training evaluators run on it in about a second an epoch."""
@@ -74,3 +75,36 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("data") / "tiny.npz"
     np.savez(path, x=ds.x[idx, 0], y=ds.y[idx])
     return f"npz:{path}"
+
+
+#: The supernet evaluator's settings the tests share (one epoch on ``tiny_data``).
+SUPERNET_OPTIONS = {"epochs": 1, "batch": 30}
+
+
+@pytest.fixture(scope="session")
+def trained_supernet(tiny_data: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """mbconv's OFA supernet trained once on ``tiny_data`` with :data:`SUPERNET_OPTIONS` (about a
+    minute here: the sandwich trains the largest subnet at 224 px): the run folder holding its
+    checkpoint, and the training's log lines. A test copies the checkpoint into its own run folder
+    (:func:`with_trained_supernet`); the evaluator there loads it instead of training again."""
+    from hwnas.evaluate import EvalContext, make_evaluator
+    from hwnas.spaces import get_space
+
+    folder = tmp_path_factory.mktemp("supernet-run")
+    lines: list[str] = []
+    ev = make_evaluator(
+        "supernet", get_space("mbconv"), context=EvalContext(data=tiny_data, out_dir=folder, log=lines.append), **SUPERNET_OPTIONS
+    )
+    ev.supernet()
+    return folder, lines
+
+
+def with_trained_supernet(trained: tuple[Path, list[str]], run: Path) -> Path:
+    """``run`` (created) holding a copy of the shared supernet's checkpoint."""
+    import shutil
+
+    from hwnas.evaluate.supernet import CHECKPOINT_NAME
+
+    run.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(trained[0] / CHECKPOINT_NAME, run / CHECKPOINT_NAME)
+    return run

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import SUPERNET_OPTIONS, with_trained_supernet
 
 from hwnas.errors import UsageError
 from hwnas.evaluate import EVALUATORS, Accuracy, EvalContext, Evaluator, make_evaluator
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 #: Options that make an evaluator cheap here (evaluators not listed get none).
 CHEAP_OPTIONS: dict[str, dict[str, Any]] = {
     "train": {"epochs": 1, "batch": 64},
-    "supernet": {"epochs": 1, "batch": 30},
+    "supernet": SUPERNET_OPTIONS,
 }
 #: Evaluators that train a whole supernet before their first answer (a few seconds here).
 SLOW = {"supernet"}
@@ -38,10 +40,10 @@ def _pairs() -> list[Any]:
     ]
 
 
-def _make_or_refuse(evaluator: str, space: str, data: str, **options: Any) -> Evaluator | None:
+def _make_or_refuse(evaluator: str, space: str, data: str, out_dir: Path | None = None, **options: Any) -> Evaluator | None:
     """The evaluator, or None where its factory refuses the space (checked to be one line)."""
     try:
-        return make_evaluator(evaluator, SPACES.get(space), context=EvalContext(data=data), **options)
+        return make_evaluator(evaluator, SPACES.get(space), context=EvalContext(data=data, out_dir=out_dir), **options)
     except UsageError as exc:  # any other exception fails the test
         message = str(exc)
         assert message and "\n" not in message, f"a refusal is one line: {message!r}"
@@ -49,8 +51,13 @@ def _make_or_refuse(evaluator: str, space: str, data: str, **options: Any) -> Ev
 
 
 @pytest.mark.parametrize(("evaluator", "space_name"), _pairs())
-def test_evaluator_refuses_the_space_or_evaluates_it(evaluator: str, space_name: str, tiny_data: str) -> None:
-    ev = _make_or_refuse(evaluator, space_name, tiny_data, **CHEAP_OPTIONS.get(evaluator, {}))
+def test_evaluator_refuses_the_space_or_evaluates_it(
+    evaluator: str, space_name: str, tiny_data: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    out = None
+    if evaluator == "supernet" and space_name == "mbconv":  # the session's supernet: trained once, not per test
+        out = with_trained_supernet(request.getfixturevalue("trained_supernet"), tmp_path / "run")
+    ev = _make_or_refuse(evaluator, space_name, tiny_data, out_dir=out, **CHEAP_OPTIONS.get(evaluator, {}))
     if ev is None:
         return
     assert ev.name == evaluator

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SUPERNET_OPTIONS, with_trained_supernet
 from torch import nn
 
 from hwnas.errors import UsageError
@@ -246,20 +247,24 @@ def test_evaluator_refuses_other_spaces_and_options(tiny_data: str) -> None:
 
 
 @pytest.mark.slow
-def test_evaluator_scores_and_exports_the_inherited_network(tiny_data: str, tmp_path: Path) -> None:
+def test_evaluator_scores_and_exports_the_inherited_network(
+    tiny_data: str, trained_supernet: tuple[Path, list[str]], tmp_path: Path
+) -> None:
     import onnxruntime as ort
 
     from hwnas.export import export_verified
 
+    folder, trained_lines = trained_supernet  # trained once for the session, with these options
+    assert (folder / "supernet.pt").exists() and any("supernet epoch 1/1" in line for line in trained_lines)
     space = get_space("mbconv")
     lines: list[str] = []
-    context = EvalContext(data=tiny_data, out_dir=tmp_path, log=lines.append)
-    ev = make_evaluator("supernet", space, context=context, epochs=1, batch=30)
+    context = EvalContext(data=tiny_data, out_dir=with_trained_supernet(trained_supernet, tmp_path / "run"), log=lines.append)
+    ev = make_evaluator("supernet", space, context=context, **SUPERNET_OPTIONS)
     arch = space.from_string(ARCH)
     acc = ev.evaluate(arch)
     assert 0.0 <= acc.value <= 100.0 and acc.source.startswith("supernet: inherited weights")
     assert "1 epochs" in acc.source and "validation split (20 images)" in acc.source
-    assert (tmp_path / "supernet.pt").exists() and any("supernet epoch 1/1" in line for line in lines)
+    assert any("loaded the trained supernet" in line for line in lines), lines  # a run folder's supernet is not trained again
     assert ev.evaluate(arch).value == acc.value  # deterministic: same recalibration images
 
     trained = ev.build_trained(arch)
@@ -275,13 +280,16 @@ def test_evaluator_scores_and_exports_the_inherited_network(tiny_data: str, tmp_
     assert session.run(None, {"input": np.zeros((2, 1, 160, 160), np.float32)})[0].shape == (2, 10)
 
     # A second evaluator on the same run folder loads the finished supernet instead of training it.
-    again = make_evaluator("supernet", space, context=replace(context, log=lines.append), epochs=1, batch=30)
+    lines.clear()
+    again = make_evaluator("supernet", space, context=replace(context, log=lines.append), **SUPERNET_OPTIONS)
     assert again.evaluate(arch).value == acc.value
-    assert any("loaded the trained supernet" in line and "(1/1 epochs)" in line for line in lines[-4:])
+    assert any("loaded the trained supernet" in line and "(1/1 epochs)" in line for line in lines)
 
 
 @pytest.mark.slow
-def test_search_with_the_supernet_evaluator_records_its_settings(tiny_data: str, tmp_path: Path) -> None:
+def test_search_with_the_supernet_evaluator_records_its_settings(
+    tiny_data: str, trained_supernet: tuple[Path, list[str]], tmp_path: Path
+) -> None:
     from hwnas.search import Search, SearchConfig
     from hwnas.trials import TrialRecord
 
@@ -297,12 +305,22 @@ def test_search_with_the_supernet_evaluator_records_its_settings(tiny_data: str,
         trials=2,
         strategy="random",
         evaluator="supernet",
-        evaluator_options={"epochs": 1, "batch": 30},
+        evaluator_options=SUPERNET_OPTIONS,
         data=tiny_data,
         out=str(tmp_path / "run"),
         export=False,
     )
-    report = Search(config).run()
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        # The evaluator says what it will train before it looks for a checkpoint: the session's
+        # supernet is put there then, as a resumed run finds its own (the run folder exists by now).
+        if line.startswith("supernet: OFA supernet"):
+            with_trained_supernet(trained_supernet, tmp_path / "run")
+        lines.append(line)
+
+    report = Search(config, log=log).run()
+    assert any("loaded the trained supernet" in line for line in lines), lines
     assert report["accuracy_source"].startswith("supernet: inherited weights") and report["evaluator"]["epochs"] == 1
     import optuna
 

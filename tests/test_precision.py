@@ -106,6 +106,37 @@ def test_int8_parity_on_a_trained_digits_network() -> None:
     assert {o.domain for o in onnx.load_from_string(q.data).opset_import} <= {"", "ai.onnx"}
 
 
+def test_a_layer_behind_a_none_edge_keeps_its_bias_at_int8() -> None:
+    """NB201's ``none`` edge is ``x * 0``: the convolution behind it adds its (BatchNorm) bias alone.
+    With MinMax's scale 1 for the zero tensor, that bias was rounded to 0 at INT8 (a trained digits
+    network lost 7 points of test accuracy); a zero tensor now keeps a small scale."""
+    import torch
+
+    from hwnas.cost._onnx import to_onnx_bytes
+
+    class DeadBranch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.dead = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (self.conv(x) + self.dead(x * 0.0)).mean((2, 3))
+
+    torch.manual_seed(0)
+    model = DeadBranch().eval()
+    bn = model.dead[2]
+    with torch.no_grad():  # as after training on zeros: no variance, a learnt shift of 0.3
+        bn.running_mean.zero_()
+        bn.running_var.zero_()
+        bn.bias.fill_(0.3)
+    fp32 = to_onnx_bytes(model, (4, 6, 6), exporter="torchscript")
+    x = np.random.default_rng(0).random((32, 4, 6, 6), dtype=np.float32)
+    q = quantize_onnx(fp32, data_calibration(x, (4, 6, 6), name="random"), shape=(4, 6, 6))
+    p = parity(fp32, q.data, x, source="the calibration inputs")
+    assert p["mean_abs_diff"] < 0.05, p  # with the bias rounded away every output was off by 0.3
+
+
 def test_reduce_range_only_on_x86_without_vnni() -> None:
     assert needs_reduce_range({"machine": "x86_64", "isa": ["avx", "avx2", "fma"]})
     assert not needs_reduce_range({"machine": "x86_64", "isa": ["avx2", "avx512_vnni"]})
