@@ -92,6 +92,10 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--work", default="/tmp/hwnas-own-images")
     ap.add_argument("--budget", default="1ms")
+    ap.add_argument("--space", default="nb201", help="nb201 (default) or mbconv")
+    ap.add_argument("--evaluator", default="train", help="train (default) or supernet")
+    ap.add_argument("--epochs", type=int, help="the search evaluator's epochs (default: its own)")
+    ap.add_argument("--train-epochs", type=int, help="hwnas train's epochs (default: its own)")
     args = ap.parse_args()
     work = Path(args.work)
     if work.exists():
@@ -105,10 +109,16 @@ def main() -> int:
     hwnas = [sys.executable, "-m", "hwnas"]
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    search = [*hwnas, "search", "--device", "cpu", "--latency", args.budget, "--evaluator", "train", "--data", f"folder:{data}"]
-    subprocess.run([*search, "--trials", str(args.trials), "--out", str(run)], check=True, stdout=subprocess.DEVNULL)
+    search = [*hwnas, "search", "--space", args.space, "--device", "cpu", "--latency", args.budget, "--evaluator", args.evaluator]
+    search += ["--data", f"folder:{data}", "--trials", str(args.trials), "--out", str(run)]
+    search += [] if args.epochs is None else ["--epochs", str(args.epochs)]
+    print(f"$ hwnas {' '.join(search[3:])}")
+    subprocess.run(search, check=True, stdout=subprocess.DEVNULL)
     t_search = time.perf_counter() - t0
-    subprocess.run([*hwnas, "train", str(run), "--precision", "int8"], check=True, stdout=subprocess.DEVNULL)
+    train = [*hwnas, "train", str(run), "--precision", "int8"]
+    train += [] if args.train_epochs is None else ["--epochs", str(args.train_epochs)]
+    print(f"$ hwnas {' '.join(train[3:])}")
+    subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
     t_total = time.perf_counter() - t0
     report = json.loads((run / "final" / "report.json").read_text())
     print(

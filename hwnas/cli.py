@@ -517,6 +517,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         data=args.data,
         seed=args.seed,
+        bake=args.bake_preprocessing,
         log=log,
     )
     if args.json:
@@ -1016,6 +1017,11 @@ def _train_options(t: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--data", help="train on other data than the run's --data (the network is built for its shape)")
     t.add_argument("--seed", type=_int, default=0, help="seed of the initial weights, shuffling and augmentation (default 0)")
+    t.add_argument(
+        "--bake-preprocessing",
+        action="store_true",
+        help="put the pixel scaling and normalisation into the exported graph: the models take raw pixel values (0-255)",
+    )
     t.add_argument("--json", action="store_true", help="print the final report as JSON on stdout")
     t.set_defaults(handler=cmd_train)
 

@@ -141,6 +141,36 @@ def load_images(paths: Sequence[str | Path], pre: dict[str, Any]) -> np.ndarray:
     return normalise(out, pre)
 
 
+def raw_pixels(x: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
+    """The raw pixel values of network inputs ``x`` (N, C, H, W): :func:`normalise` undone."""
+    c = x.shape[1]
+    mean = np.asarray(pre["mean"], dtype=np.float32).reshape(1, c, 1, 1)
+    std = np.asarray(pre["std"], dtype=np.float32).reshape(1, c, 1, 1)
+    return ((x * std + mean) / np.float32(pre["scale"])).astype(np.float32)
+
+
+def baked(model: Any, pre: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``model`` (a torch module taking normalised inputs) behind its own scaling and
+    normalisation, so it takes raw pixel values, and the preprocessing object that says so."""
+    import torch
+
+    c = len(pre["mean"])
+    scale = torch.tensor([pre["scale"] / s for s in pre["std"]], dtype=torch.float32).reshape(1, c, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(pre["mean"], pre["std"], strict=True)], dtype=torch.float32).reshape(1, c, 1, 1)
+
+    class Baked(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+            self.register_buffer("scale", scale)
+            self.register_buffer("shift", shift)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x * self.scale - self.shift)  # (x * scale - mean) / std, in one multiply and add
+
+    return Baked().eval(), {**pre, "baked": True}
+
+
 def normalise(pixels: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
     """Raw pixel values (N, C, H, W) scaled and normalised as ``pre`` says."""
     c = pixels.shape[1]

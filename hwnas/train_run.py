@@ -45,9 +45,11 @@ def train_run(
     precision: str = "fp32",
     data: str | None = None,
     seed: int = 0,
+    bake: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train, export, check and re-measure; returns (and writes to ``RUN/final/report.json``) the report."""
+    """Train, export, check and re-measure (``bake``: the exports take raw pixels, their scaling and
+    normalisation in the graph); returns (and writes to ``RUN/final/report.json``) the report."""
     import torch
 
     from hwnas.datasets import batches, evaluation_splits, load_data
@@ -150,7 +152,7 @@ def train_run(
         f"final training: done in {_minutes(result.seconds)}; validation {valid_acc:.2f} %"
         + ("" if test_acc is None else f", held-out test {test_acc:.2f} %")
     )
-    report = _export(plan, space, arch, number, row, model, shape, ds, train, valid, test, size, settings, precision, out, log)
+    report = _export(plan, space, arch, number, row, model, shape, ds, train, valid, test, size, settings, precision, out, log, bake)
     report.update(
         {
             "run": str(run),
@@ -247,13 +249,18 @@ def _export(
     precision: str,
     out: Path,
     log: Callable[[str], None],
+    bake: bool = False,
 ) -> dict[str, Any]:
     from hwnas.cost.quantize import data_calibration, onnx_accuracy
     from hwnas.evaluate.supernet import TrainedNetwork
     from hwnas.export import export_int8, export_verified
-    from hwnas.preprocess import from_dataset
+    from hwnas.preprocess import baked, from_dataset, raw_pixels
 
     pre = from_dataset(ds, shape)
+    if bake:
+        model, pre = baked(model, pre)
+    # What the exported files are fed: network inputs, or raw pixels where the preprocessing is baked in.
+    fed = (lambda x: raw_pixels(x, pre)) if bake else (lambda x: x)
     c = plan.config
     device = plan.device.with_precision("fp32")
     meta = {
@@ -274,6 +281,7 @@ def _export(
     path = out / "best.onnx"
     log(f"exporting the trained network to {path} (checker, parity, re-measure on {device.name})")
     test_x, test_y = _images(test, size) if len(test) else (np.zeros((0, *shape), np.float32), np.zeros(0, np.int64))
+    test_x = fed(test_x)
     result = export_verified(space, arch, path, device=device, metadata=meta, seed=settings.seed, trained=trained)
     onnx_test = onnx_accuracy(path.read_bytes(), test_x, test_y) if len(test_y) else None
     budget = c.latency_ms
@@ -297,8 +305,7 @@ def _export(
     if onnx_test is not None:
         log(f"  {path}: held-out test accuracy in ONNX Runtime {onnx_test:.2f} % ({len(test_y)} images)")
     if precision == "int8":
-        train_x, _ = _images(train, size)
-        valid_x, _ = _images(valid, size)
+        train_x, valid_x = fed(_images(train, size)[0]), fed(_images(valid, size)[0])
         calibration = data_calibration(train_x, shape, name=ds.name, seed=settings.seed)
         int8_path = out / "best-int8.onnx"
         log(f"quantizing to {int8_path} (static QDQ, calibrated on {calibration.source})")

@@ -209,3 +209,39 @@ def test_predict_uses_nothing_but_the_metadata(tmp_path: Path, capsys: pytest.Ca
     line = capsys.readouterr().out
     assert "cat" in line and "dog" in line
     assert main(["predict", str(tmp_path / "m.onnx"), str(tmp_path / "missing.png")]) == 2
+
+
+def test_hwnas_train_exports_a_trained_int8_and_baked_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``hwnas train RUN`` end to end: trained, verified, re-measured FP32 and INT8 files that take
+    raw pixels (``--bake-preprocessing``) and score in bare ONNX Runtime what the report says."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    from hwnas.datasets import evaluation_splits, load_data
+    from hwnas.evaluate.train import SPLIT_SEED
+
+    data = _digits_npz(tmp_path, n=300)
+    run = tmp_path / "run"
+    argv = ["search", "--device", "cpu", "--latency", "50ms", "--evaluator", "train", "--data", data, "--trials", "2"]
+    assert main([*argv, "--epochs", "1", "--batch", "32", "--out", str(run), "--no-export"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(run), "--epochs", "3", "--precision", "int8", "--bake-preprocessing", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    final = run / "final"
+    for name in ("best.onnx", "best-int8.onnx", "report.json", "checkpoint.pt"):
+        assert (final / name).is_file(), name
+    assert report["preprocessing"]["baked"] is True and report["latency_ms"] > 0 and report["int8"]["latency_ms"] > 0
+    assert len(report["curve"]) == 3 and report["test_accuracy"] is not None
+    # The baked files take raw 8-bit pixel values: scored on the raw test images they give the report's figures.
+    _, _, test = evaluation_splits(load_data(data), SPLIT_SEED)
+    raw = np.asarray(test.x, np.float32) * 255.0
+    for name, key in (("best.onnx", report["onnx_test_accuracy"]), ("best-int8.onnx", report["int8"]["test_accuracy"])):
+        session = ort.InferenceSession(str(final / name), providers=["CPUExecutionProvider"])
+        pred = session.run(None, {session.get_inputs()[0].name: raw})[0].argmax(1)
+        assert 100.0 * float(np.mean(pred == test.y)) == pytest.approx(key, abs=1e-6), name
+        assert read(final / name)["baked"] is True
+    # hwnas predict feeds a baked model the pixels as they are (no scaling twice).
+    img = tmp_path / "one.png"
+    Image.fromarray(np.round(raw[0, 0]).astype(np.uint8)).save(img)
+    assert np.allclose(load_images([img], read(final / "best.onnx")), raw[:1], atol=0.5)
+    assert main(["predict", str(final / "best.onnx"), str(img)]) == 0
